@@ -1,0 +1,206 @@
+"""The job store: a Redis hash per job (with TTL) plus a JSON file per job, always.
+
+Writes go to the file first (atomic temp file + rename), then to Redis. Reads prefer Redis
+and fall back to the file, so a job outlives a Redis restart or an expired TTL. Without
+Redis the file store alone serves. Updates run under a lock and check the status machine,
+so a finished job never goes back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from agenticore.config import Settings
+from agenticore.connections import redis_client
+from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from agenticore.keys import KeySchema
+from agenticore.locks import exclusive
+from agenticore.models import Job, JobStatus, can_transition
+
+__all__ = ["JobStore"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_HOLD_SECONDS = 30.0
+
+
+class JobStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis_client(settings)
+        self.keys = KeySchema(settings.redis_key_prefix)
+        self.dir = settings.jobs_dir
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        if not _safe_id(job_id):
+            return None
+        return self._read_redis(job_id) or self._read_file(job_id)
+
+    def list(
+        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. ``cursor`` is the last id of the previous page."""
+        ids = self._list_ids_redis(status, limit, cursor)
+        jobs = (
+            self._list_files(status, limit, cursor)
+            if ids is None
+            else [job for job in map(self.find, ids) if job is not None]
+        )
+        next_cursor = jobs[-1].id if len(jobs) == limit else None
+        return jobs, next_cursor
+
+    # -- writes ------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        """Stores a new job; creating an id that exists returns the stored job unchanged."""
+        with self._locked(job.id):
+            existing = self.find(job.id)
+            if existing is not None:
+                return existing
+            self._write(job, previous=None)
+            return job
+
+    def update(self, job_id: str, *, status: JobStatus | None = None, **fields: Any) -> Job:
+        """Changes fields, and the status if given, atomically with respect to other updates."""
+        with self._locked(job_id):
+            job = self.get(job_id)
+            changes = dict(fields)
+            if status is not None:
+                rerun = status is JobStatus.RUNNING
+                if (status != job.status or rerun) and not can_transition(job.status, status):
+                    raise InvalidTransition(job_id, job.status.value, status.value)
+                changes["status"] = status
+            updated = job.model_copy(update=changes)
+            self._write(updated, previous=job.status)
+            return updated
+
+    def ping(self) -> None:
+        """Raises StoreUnavailable unless every configured backend answers."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.dir, os.W_OK):
+                raise StoreUnavailable(f"job directory {self.dir} is not writable")
+            if self.redis is not None:
+                self.redis.ping()
+        except (OSError, redis.RedisError) as exc:
+            raise StoreUnavailable(f"job store unavailable: {exc}") from exc
+
+    # -- internals ---------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, job_id: str) -> Iterator[None]:
+        # the file store shares one lock: per-job lock files would pile up forever
+        name = f"job:{job_id}" if self.redis is not None else "jobs"
+        with exclusive(self.settings, name, hold=_LOCK_HOLD_SECONDS, wait=_LOCK_HOLD_SECONDS):
+            yield
+
+    def _write(self, job: Job, previous: JobStatus | None) -> None:
+        self._write_file(job)
+        if self.redis is None:
+            return
+        key = self.keys.job(job.id)
+        fields = {k: json.dumps(v) for k, v in job.model_dump(mode="json").items()}
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, self.settings.job_ttl_seconds)
+            pipe.zadd(self.keys.jobs_index(), {job.id: 0})
+            if previous is not None and previous != job.status:
+                pipe.zrem(self.keys.jobs_by_status(previous.value), job.id)
+            pipe.zadd(self.keys.jobs_by_status(job.status.value), {job.id: 0})
+            pipe.execute()
+        except redis.RedisError as exc:
+            # the file already holds the record: degrade, do not fail the job
+            log.warning("job %s: Redis write failed (%s); kept in the file store", job.id, exc)
+
+    def _path(self, job_id: str) -> Path:
+        return self.dir / f"{job_id}.json"
+
+    def _write_file(self, job: Job) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{job.id}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(job.model_dump_json(indent=2))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path(job.id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _read_file(self, job_id: str) -> Job | None:
+        try:
+            return Job.model_validate_json(self._path(job_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    def _read_redis(self, job_id: str) -> Job | None:
+        if self.redis is None:
+            return None
+        try:
+            raw: dict[str, str] = self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
+        except redis.RedisError as exc:
+            log.warning("job %s: Redis read failed (%s); using the file store", job_id, exc)
+            return None
+        if not raw:
+            return None
+        return Job.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def _list_ids_redis(
+        self, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> list[str] | None:
+        if self.redis is None:
+            return None
+        index = self.keys.jobs_by_status(status.value) if status else self.keys.jobs_index()
+        upper = f"({cursor}" if cursor else "+"
+        try:
+            ids: list[str] = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit)  # type: ignore[assignment]
+            live = [job_id for job_id in ids if self.redis.exists(self.keys.job(job_id))]
+            expired = set(ids) - set(live)
+            if expired:
+                self.redis.zrem(index, *expired)
+                # the page shrank: fill it from further down the index
+                if len(ids) == limit:
+                    more = self._list_ids_redis(status, len(expired), ids[-1])
+                    live.extend(more or [])
+            return live
+        except redis.RedisError as exc:
+            log.warning("listing from Redis failed (%s); using the file store", exc)
+            return None
+
+    def _list_files(self, status: JobStatus | None, limit: int, cursor: str | None) -> list[Job]:
+        if not self.dir.is_dir():
+            return []
+        names = sorted((p.stem for p in self.dir.glob("*.json")), reverse=True)
+        jobs: list[Job] = []
+        for job_id in names:
+            if cursor and job_id >= cursor:
+                continue
+            job = self._read_file(job_id)
+            if job is not None and (status is None or job.status is status):
+                jobs.append(job)
+                if len(jobs) == limit:
+                    break
+        return jobs
+
+
+def _safe_id(job_id: str) -> bool:
+    return 0 < len(job_id) <= 64 and all(c.isalnum() or c in "-_" for c in job_id)
