@@ -148,6 +148,7 @@ class Job(JobSpec):
     finished_at: datetime | None = None
     worker: str | None = None
     attempts: int = 0
+    resume_session: str | None = None
     agent_pid: int | None = None
     exit_code: int | None = None
     result: str | None = None
@@ -165,7 +166,7 @@ class Job(JobSpec):
 
     @classmethod
     def from_spec(cls, spec: JobSpec, job_id: str | None = None) -> Job:
-        return cls(id=job_id or new_job_id(), **spec.model_dump())
+        return cls(id=job_id or new_job_id(), resume_session=spec.session_id, **spec.model_dump())
 
     @property
     def short_id(self) -> str:

@@ -1,0 +1,177 @@
+"""Runs one job from its stored record to a recorded outcome. Framework-free and idempotent:
+a finished job is left alone, a redelivered one runs again as a new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+from agenticore.agents import AgentOutcome, get_backend
+from agenticore.config import Settings
+from agenticore.errors import AgenticoreError, InvalidTransition
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobStatus, utcnow
+from agenticore.profiles import carry_session, load_profile, materialize
+from agenticore.redaction import redact_text
+from agenticore.repos import RepoCache, Workspace
+from agenticore.supervisor import ProcessSpec, Terminated, sigterm_raises, supervise
+
+__all__ = ["JobRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or JobStore(settings)
+        self.repos = RepoCache(settings)
+
+    def run(self, job_id: str, *, worker: str | None = None) -> Job:
+        job = self.store.get(job_id)
+        if job.terminal:
+            log.info("job %s is already %s; nothing to do", job_id, job.status.value)
+            return job
+        try:
+            job = self._start(job, worker or self.settings.worker_identity())
+        except InvalidTransition:
+            return self.store.get(job_id)  # cancelled between the read and the start
+        workspace: Workspace | None = None
+        try:
+            workspace = self._prepare(job)
+            job = self.store.get(job_id)
+            outcome = self._execute(job, workspace)
+            changed, head = self.repos.changes(workspace)
+            return self._finish(job_id, outcome, changed_files=changed, commit_sha=head)
+        except Terminated:
+            self._interrupted(job_id)
+            raise
+        except AgenticoreError as exc:
+            return self._finish(job_id, AgentOutcome(JobStatus.FAILED, error=str(exc)))
+        except Exception as exc:
+            log.exception("job %s failed inside Agenticore", job_id)
+            error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
+            return self._finish(job_id, AgentOutcome(JobStatus.FAILED, error=error))
+        finally:
+            if workspace is not None and not job.keep_worktree:
+                self._cleanup(job)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _start(self, job: Job, worker: str) -> Job:
+        return self.store.update(
+            job.id,
+            status=JobStatus.RUNNING,
+            worker=worker,
+            started_at=utcnow(),
+            finished_at=None,
+            attempts=job.attempts + 1,
+            error=None,
+        )
+
+    def _prepare(self, job: Job) -> Workspace:
+        if job.repo_url is not None:
+            self.repos.ensure(job.repo_url)
+        workspace = self.repos.create_workspace(job)
+        self.store.update(
+            job.id,
+            worktree_path=str(workspace.path),
+            branch=workspace.branch,
+            base_ref=workspace.base_ref or job.base_ref,
+        )
+        return workspace
+
+    def _execute(self, job: Job, workspace: Workspace) -> AgentOutcome:
+        profile = load_profile(self.settings, job.profile)
+        backend = get_backend(job.agent)
+        # a resumed session keeps its id; a fresh attempt gets a new one (ids are single-use)
+        resume = job.resume_session is not None
+        session_id = job.resume_session or str(uuid.uuid4())
+        job = self.store.update(job.id, session_id=session_id)
+        config = materialize(self.settings, profile, job)
+        if resume and not carry_session(
+            self.settings, session_id, config.config_dir, workspace.path
+        ):
+            log.info("job %s: session %s not found locally; the agent decides", job.id, session_id)
+        job_dir = self.settings.jobs_dir / job.id
+        spec = ProcessSpec(
+            argv=backend.command(self.settings, profile, job, config, resume=resume),
+            cwd=workspace.path,
+            env=backend.environment(dict(os.environ), profile, config),
+            transcript=job_dir / backend.transcript_name(),
+            stderr=job_dir / "stderr.log",
+            timeout=self._timeout(job, profile.timeout),
+            grace=self.settings.kill_grace_seconds,
+        )
+        self.store.update(job.id, transcript_path=str(spec.transcript))
+        stream = backend.new_stream()
+        with sigterm_raises():
+            process = supervise(
+                spec,
+                on_line=stream.feed,
+                on_start=lambda pid: self.store.update(job.id, agent_pid=pid),
+                should_stop=lambda: self._cancel_requested(job.id),
+            )
+        outcome = backend.outcome(stream, process)
+        outcome.session_id = outcome.session_id or session_id
+        return outcome
+
+    def _finish(
+        self,
+        job_id: str,
+        outcome: AgentOutcome,
+        *,
+        changed_files: list[str] | None = None,
+        commit_sha: str | None = None,
+    ) -> Job:
+        fields = {
+            "finished_at": utcnow(),
+            "exit_code": outcome.exit_code,
+            "result": outcome.result,
+            "error": outcome.error,
+            "cost_usd": outcome.cost_usd,
+            "usage": outcome.usage,
+            "num_turns": outcome.num_turns,
+            "duration_ms": outcome.duration_ms,
+            "agent_pid": None,
+            "changed_files": changed_files,
+            "commit_sha": commit_sha,
+        }
+        if outcome.session_id:
+            fields["session_id"] = outcome.session_id
+        try:
+            job = self.store.update(job_id, status=outcome.status, **fields)
+        except InvalidTransition:
+            # cancelled while it ran: keep the cancellation, still record what the agent did
+            fields.pop("error")
+            job = self.store.update(job_id, **fields)
+        log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
+        return job
+
+    def _interrupted(self, job_id: str) -> None:
+        """The worker process got SIGTERM: cancelled jobs stay so, others are handed back."""
+        try:
+            self.store.update(
+                job_id,
+                status=JobStatus.QUEUED,
+                agent_pid=None,
+                error="interrupted: the worker stopped during the run; the job is requeued",
+            )
+        except InvalidTransition:
+            self.store.update(job_id, agent_pid=None, finished_at=utcnow())
+
+    def _cleanup(self, job: Job) -> None:
+        try:
+            self.repos.remove_workspace(job)
+        except AgenticoreError as exc:
+            log.warning("job %s: worktree cleanup failed: %s", job.id, exc)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        job = self.store.find(job_id)
+        return job is not None and job.status is JobStatus.CANCELLED
+
+    def _timeout(self, job: Job, profile_timeout: int | None) -> float:
+        wanted = job.timeout_seconds or profile_timeout or self.settings.job_timeout_seconds
+        return float(min(wanted, self.settings.job_timeout_seconds))

@@ -1,0 +1,37 @@
+"""Task signatures users import: ``from workers.tasks import run_job``.
+
+Tasks are thin: they pass ids, re-read state from the job store and call the library.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import Task
+
+from agenticore.config import get_settings
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobSpec
+from agenticore.runner import JobRunner
+from workers.app import RUN_JOB, app
+
+__all__ = ["run_job"]
+
+
+@lru_cache(maxsize=1)
+def _runner() -> JobRunner:
+    settings = get_settings()
+    return JobRunner(settings, JobStore(settings))
+
+
+@app.task(name=RUN_JOB, bind=True)
+def run_job(self: Task, job: str | dict[str, Any]) -> str:
+    """Runs a stored job by id, or a new one from a spec dict (the task id becomes its id,
+    so a redelivered message finds the same job). Returns the job id for chained tasks."""
+    runner = _runner()
+    if isinstance(job, dict):
+        job_id = self.request.id or None
+        job = runner.store.create(Job.from_spec(JobSpec.model_validate(job), job_id)).id
+    runner.run(job, worker=self.request.hostname)
+    return job
