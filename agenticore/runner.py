@@ -46,7 +46,11 @@ class JobRunner:
             changed, head = self.repos.changes(workspace)
             return self._finish(job_id, outcome, changed_files=changed, commit_sha=head)
         except Terminated:
-            self._interrupted(job_id)
+            # revoke(terminate=True) of a cancelled job ends here quietly; any other
+            # SIGTERM (worker shutdown) hands the job back and lets the process go down
+            job = self._interrupted(job_id)
+            if job.status is JobStatus.CANCELLED:
+                return job
             raise
         except AgenticoreError as exc:
             return self._finish(job_id, AgentOutcome(JobStatus.FAILED, error=str(exc)))
@@ -150,17 +154,16 @@ class JobRunner:
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job
 
-    def _interrupted(self, job_id: str) -> None:
-        """The worker process got SIGTERM: cancelled jobs stay so, others are handed back."""
+    def _interrupted(self, job_id: str) -> Job:
         try:
-            self.store.update(
+            return self.store.update(
                 job_id,
                 status=JobStatus.QUEUED,
                 agent_pid=None,
                 error="interrupted: the worker stopped during the run; the job is requeued",
             )
         except InvalidTransition:
-            self.store.update(job_id, agent_pid=None, finished_at=utcnow())
+            return self.store.update(job_id, agent_pid=None)
 
     def _cleanup(self, job: Job) -> None:
         try:

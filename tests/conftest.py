@@ -1,0 +1,183 @@
+"""Session-wide real services: one Redis server and, per backend, one API and one worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from agenticore.config import Settings
+from tests.helpers import FAKE_CLAUDE, free_port, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``AGENTICORE_TEST_REDIS_URL`` if set, else our own redis-server on a free port."""
+    given = os.environ.get("AGENTICORE_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not on PATH; install it or set AGENTICORE_TEST_REDIS_URL")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: _pings(client), timeout=10, what="redis-server")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process see ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICORE_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"AGENTICORE_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    env.pop("CLAUDECODE", None)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_url: str) -> Callable[..., Settings]:
+    """Settings for one test: its own home and, with Redis, its own key prefix."""
+
+    def factory(backend: str = "embedded", **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "home": tmp_path / "home",
+            "claude_bin": str(FAKE_CLAUDE),
+            "allow_local_repos": True,
+            "kill_grace_seconds": 2,
+            "redis_key_prefix": f"agtest-{uuid.uuid4().hex[:10]}",
+        }
+        if backend == "redis":
+            values["redis_url"] = redis_url
+        return Settings(**(values | overrides))
+
+    return factory
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def settings(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Settings:
+    """Runs the test once against Redis and once against the embedded file store."""
+    return make_settings(request.param)
+
+
+@dataclass
+class Fleet:
+    backend: str
+    settings: Settings
+    env: dict[str, str]
+    api_url: str
+    http: httpx.Client
+    worker: subprocess.Popen[bytes]
+    logs: Path
+
+    def submit(self, **spec: Any) -> dict[str, Any]:
+        response = self.http.post("/jobs", json=spec)
+        assert response.status_code in (200, 202), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_until_final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        final = {"succeeded", "failed", "cancelled", "timed_out"}
+        return wait_for(
+            lambda: (job := self.job(job_id))["status"] in final and job,
+            timeout=timeout,
+            interval=0.2,
+            what=f"job {job_id} to end",
+        )
+
+
+@pytest.fixture(scope="session", params=["redis", "embedded"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[Fleet]:
+    """A real API (uvicorn) and a real prefork Celery worker, per backend, for the session."""
+    backend = request.param
+    home = tmp_path_factory.mktemp(f"fleet-{backend}")
+    port = free_port()
+    settings = Settings(
+        home=home,
+        redis_url=redis_url if backend == "redis" else None,
+        redis_key_prefix=f"agtest-{uuid.uuid4().hex[:10]}",
+        claude_bin=str(FAKE_CLAUDE),
+        allow_local_repos=True,
+        kill_grace_seconds=2,
+        max_parallel_jobs=2,
+        port=port,
+        api_url=f"http://127.0.0.1:{port}",
+        worker_name=f"test-{backend}",
+    )
+    env = settings_env(settings)
+    logs = home / "logs"
+    logs.mkdir()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "agenticore.cli", "worker", "--loglevel", "info"],
+        env=env, cwd=REPO_ROOT,
+        stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    api = subprocess.Popen(
+        [sys.executable, "-m", "agenticore.cli", "serve", "--port", str(port)],
+        env=env, cwd=REPO_ROOT,
+        stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    http = httpx.Client(base_url=settings.api_url, timeout=30)
+    try:
+        wait_for(lambda: _healthy(http), timeout=30, what="the API")
+        wait_for(
+            lambda: b" ready." in (logs / "worker.log").read_bytes(), timeout=60, what="the worker"
+        )
+        yield Fleet(backend, settings, env, settings.api_url, http, worker, logs)
+    finally:
+        http.close()
+        for proc in (api, worker):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (api, worker):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _healthy(http: httpx.Client) -> bool:
+    try:
+        return http.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,237 @@
+"""The runner end to end in-process: real git, real fake-claude subprocess, real store."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agenticore.config import Settings
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobSpec, JobStatus
+from agenticore.runner import JobRunner
+from tests.helpers import git, group_members, make_remote, pid_alive, wait_for
+
+
+def submit(settings: Settings, task: str, **spec: object) -> Job:
+    return JobStore(settings).create(Job.from_spec(JobSpec(task=task, **spec)))  # type: ignore[arg-type]
+
+
+def run(settings: Settings, job: Job) -> Job:
+    return JobRunner(settings).run(job.id, worker="test-worker")
+
+
+def test_given_a_repo_job_when_run_then_result_cost_session_and_commit_are_recorded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    remote = make_remote(tmp_path)
+    job = submit(
+        settings,
+        "Add docs\n@fake write docs/GUIDE.md hello\n@fake commit docs: add guide\n@fake cost 0.25",
+        repo_url=str(remote),
+    )
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.cost_usd == pytest.approx(0.25)
+    assert done.num_turns and done.num_turns >= 2
+    assert done.session_id and done.exit_code == 0
+    assert done.worker == "test-worker" and done.attempts == 1
+    assert done.base_ref == "main" and done.branch == f"agenticore/{job.short_id}"
+    assert done.commit_sha is not None and done.changed_files == []
+    cache = JobRunner(settings).repos.repo_dir(str(remote))
+    assert git(cache, "show", f"{done.branch}:docs/GUIDE.md") == "hello"
+    assert not (settings.worktrees_dir / job.id).exists(), "worktree must be removed"
+    assert Path(done.transcript_path or "").read_text().count("\n") >= 4
+
+
+def test_given_a_base_ref_when_run_then_the_worktree_starts_from_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    remote = make_remote(tmp_path)
+    job = submit(settings, "check\n@fake env PWD", repo_url=str(remote), base_ref="dev", keep_worktree=True)
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert (Path(done.worktree_path or "") / "DEV.md").exists()
+    assert done.base_ref == "dev"
+
+
+def test_given_a_missing_base_ref_when_run_then_the_job_fails_with_a_clear_error(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    job = submit(settings, "x", repo_url=str(make_remote(tmp_path)), base_ref="nope")
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.FAILED
+    assert "base_ref 'nope' not found" in (done.error or "")
+
+
+def test_given_no_repo_when_run_then_the_agent_works_in_a_scratch_dir(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    done = run(settings, submit(settings, "Write NOTES.md please"))
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.changed_files == ["NOTES.md"]
+    assert done.branch is None
+
+
+def test_given_lines_over_64k_and_noise_when_run_then_the_result_is_still_parsed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    job = submit(settings, "@fake noise not json at all\n@fake bigline 200000\n@fake result big ok")
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == "big ok"
+    lines = Path(done.transcript_path or "").read_bytes().splitlines()
+    assert max(len(line) for line in lines) > 200_000
+    assert b"not json at all" in lines
+
+
+@pytest.mark.parametrize(
+    ("directive", "error"),
+    [
+        ("@fake fail the tests do not pass", "agent_error: error_during_execution: the tests do not pass"),
+        ("@fake auth-error", "agent_error: success: Invalid API key"),
+        ("@fake crash 3", "agent_crashed: exit code 3 without a result event: fatal: simulated crash"),
+    ],
+)
+def test_given_a_failing_agent_when_run_then_the_error_says_why(
+    make_settings: Callable[..., Settings], directive: str, error: str
+) -> None:
+    settings = make_settings()
+    done = run(settings, submit(settings, directive))
+
+    assert done.status is JobStatus.FAILED
+    assert (done.error or "").startswith(error), done.error
+    assert done.finished_at is not None
+
+
+def test_given_a_missing_agent_binary_when_run_then_the_job_fails_cleanly(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(claude_bin="/nonexistent/claude")
+    done = run(settings, submit(settings, "x"))
+
+    assert done.status is JobStatus.FAILED
+    assert (done.error or "").startswith("agent_not_found")
+
+
+def test_given_a_hanging_agent_with_children_when_the_timeout_passes_then_the_group_is_gone(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(kill_grace_seconds=1)
+    job = submit(settings, "@fake spawn 300\n@fake hang", timeout_seconds=2)
+
+    started = time.monotonic()
+    done = run(settings, job)
+
+    assert done.status is JobStatus.TIMED_OUT
+    assert (done.error or "").startswith("timeout")
+    assert done.exit_code == 143
+    assert time.monotonic() - started < 10
+    child = _spawned_pid(done)
+    assert not pid_alive(child), "the agent's child outlived the job"
+
+
+def test_given_an_agent_ignoring_sigterm_when_it_times_out_then_it_is_killed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(kill_grace_seconds=1)
+    job = submit(settings, "@fake ignore-sigterm\n@fake hang", timeout_seconds=1)
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.TIMED_OUT
+    assert done.exit_code == -9
+
+
+def test_given_a_running_job_when_it_is_cancelled_in_the_store_then_the_agent_stops(
+    settings: Settings,
+) -> None:
+    store = JobStore(settings)
+    job = submit(settings, "@fake spawn 300\n@fake hang")
+    outcome: list[Job] = []
+    thread = threading.Thread(target=lambda: outcome.append(run(settings, job)))
+    thread.start()
+    pid = wait_for(lambda: store.get(job.id).agent_pid, timeout=20, what="agent start")
+
+    store.update(job.id, status=JobStatus.CANCELLED)
+    thread.join(timeout=15)
+
+    assert outcome and outcome[0].status is JobStatus.CANCELLED
+    assert group_members(pid) == []
+
+
+def test_given_a_finished_job_when_run_again_then_nothing_happens(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    done = run(settings, submit(settings, "x"))
+
+    again = run(settings, done)
+
+    assert again.attempts == 1 and again.finished_at == done.finished_at
+
+
+def test_given_a_session_when_a_job_resumes_it_then_the_agent_continues_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    first = run(settings, submit(settings, "start"))
+
+    second = run(settings, submit(settings, "continue", session_id=first.session_id))
+
+    assert second.status is JobStatus.SUCCEEDED, second.error
+    assert second.session_id == first.session_id
+    sessions = list((settings.jobs_dir / second.id).glob(f".claude/projects/*/{first.session_id}.jsonl"))
+    assert len(sessions) == 1, "the earlier session must be carried into the new config dir"
+    conversation = sessions[0].read_text()
+    assert '"start' in conversation and '"continue' in conversation
+
+
+def test_given_an_unknown_session_when_resumed_then_the_job_fails_clearly(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    ghost = "8a1c7c52-8e1f-4d0f-9a51-1f1c7d1e2a3b"
+    done = run(settings, submit(settings, "continue", session_id=ghost))
+
+    assert done.status is JobStatus.FAILED
+    assert f"No conversation found with session ID: {ghost}" in (done.error or "")
+
+
+def test_given_the_agent_env_then_claudecode_and_our_settings_are_stripped(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDECODE", "1")
+    monkeypatch.setenv("AGENTICORE_SECRET_THING", "s3cr3t")
+    settings = make_settings()
+    done = run(settings, submit(settings, "@fake env AGENTICORE_SECRET_THING\n@fake env CLAUDE_CONFIG_DIR"))
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    transcript = Path(done.transcript_path or "").read_text()
+    assert "s3cr3t" not in transcript
+    assert str(settings.jobs_dir / done.id / ".claude") in transcript
+
+
+def _spawned_pid(job: Job) -> int:
+    for line in Path(job.transcript_path or "").read_text().splitlines():
+        if "spawned pid" in line:
+            text = json.dumps(json.loads(line))
+            return int(text.split("spawned pid ")[1].split('"')[0].split("\\")[0].split()[0])
+    raise AssertionError("no spawned pid in the transcript")
