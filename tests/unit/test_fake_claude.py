@@ -486,10 +486,8 @@ def test_given_turns_within_max_turns_then_success(workdir: Path, env: dict) -> 
 def test_given_cost_directive_then_total_cost_and_budget_enforced(workdir: Path, env: dict) -> None:
     ok = run_fake("-p", "@fake cost 0.25", "--output-format", "json", cwd=workdir, env=env)
     assert ok.returncode == 0 and json.loads(ok.stdout)["total_cost_usd"] == 0.25
-    over = run_fake(
-        "-p", "@fake cost 2.5", "--max-budget-usd", "1", "--output-format", "json",
-        cwd=workdir, env=env,
-    )  # fmt: skip
+    budget = ["--max-budget-usd", "1", "--output-format", "json"]
+    over = run_fake("-p", "@fake cost 2.5", *budget, cwd=workdir, env=env)
     assert over.returncode == 1
     result = json.loads(over.stdout)
     assert result["subtype"] == "error_max_budget_usd" and result["is_error"] is True

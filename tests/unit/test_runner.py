@@ -55,7 +55,9 @@ def test_given_a_base_ref_when_run_then_the_worktree_starts_from_it(
 ) -> None:
     settings = make_settings()
     remote = make_remote(tmp_path)
-    job = submit(settings, "check\n@fake env PWD", repo_url=str(remote), base_ref="dev", keep_worktree=True)
+    job = submit(
+        settings, "check\n@fake env PWD", repo_url=str(remote), base_ref="dev", keep_worktree=True
+    )
 
     done = run(settings, job)
 
@@ -105,9 +107,15 @@ def test_given_lines_over_64k_and_noise_when_run_then_the_result_is_still_parsed
 @pytest.mark.parametrize(
     ("directive", "error"),
     [
-        ("@fake fail the tests do not pass", "agent_error: error_during_execution: the tests do not pass"),
+        (
+            "@fake fail the tests do not pass",
+            "agent_error: error_during_execution: the tests do not pass",
+        ),
         ("@fake auth-error", "agent_error: success: Invalid API key"),
-        ("@fake crash 3", "agent_crashed: exit code 3 without a result event: fatal: simulated crash"),
+        (
+            "@fake crash 3",
+            "agent_crashed: exit code 3 without a result event: fatal: simulated crash",
+        ),
     ],
 )
 def test_given_a_failing_agent_when_run_then_the_error_says_why(
@@ -198,7 +206,9 @@ def test_given_a_session_when_a_job_resumes_it_then_the_agent_continues_it(
 
     assert second.status is JobStatus.SUCCEEDED, second.error
     assert second.session_id == first.session_id
-    sessions = list((settings.jobs_dir / second.id).glob(f".claude/projects/*/{first.session_id}.jsonl"))
+    sessions = list(
+        (settings.jobs_dir / second.id).glob(f".claude/projects/*/{first.session_id}.jsonl")
+    )
     assert len(sessions) == 1, "the earlier session must be carried into the new config dir"
     conversation = sessions[0].read_text()
     assert '"start' in conversation and '"continue' in conversation
@@ -221,7 +231,9 @@ def test_given_the_agent_env_then_claudecode_and_our_settings_are_stripped(
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("AGENTICORE_SECRET_THING", "s3cr3t")
     settings = make_settings()
-    done = run(settings, submit(settings, "@fake env AGENTICORE_SECRET_THING\n@fake env CLAUDE_CONFIG_DIR"))
+    done = run(
+        settings, submit(settings, "@fake env AGENTICORE_SECRET_THING\n@fake env CLAUDE_CONFIG_DIR")
+    )
 
     assert done.status is JobStatus.SUCCEEDED, done.error
     transcript = Path(done.transcript_path or "").read_text()
