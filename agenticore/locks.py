@@ -1,15 +1,20 @@
 """Named exclusive locks: a redis-py ``Lock`` when Redis is configured, ``flock`` otherwise.
 
 The Redis lock has a timeout so a crashed holder cannot block others forever; ``flock`` is
-released by the kernel when its holder dies.
+released by the kernel when its holder dies. If Redis cannot be reached the lock degrades
+to ``flock``: still exclusive on this host, and a job can record its outcome in the file
+store instead of losing it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import redis
 
 from agenticore.config import Settings
 from agenticore.connections import redis_client
@@ -17,6 +22,8 @@ from agenticore.errors import LockTimeout
 from agenticore.keys import KeySchema
 
 __all__ = ["exclusive"]
+
+log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
 
@@ -35,7 +42,14 @@ def exclusive(settings: Settings, name: str, *, hold: float, wait: float) -> Ite
         blocking_timeout=wait,
         sleep=_POLL_SECONDS,
     )
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("lock %s: Redis unreachable (%s); using a host-local lock", name, exc)
+        with _file_lock(settings, name, wait):
+            yield
+        return
+    if not acquired:
         raise LockTimeout(name, wait)
     try:
         yield

@@ -150,10 +150,14 @@ class RepoCache:
         staging.mkdir(parents=True)
         # init + fetch instead of clone --bare: remote-tracking refs stay under
         # refs/remotes/origin, so fetch --prune never touches the job branches in refs/heads
-        self._git(url, staging, "init", "--bare", "--quiet")
-        self._git(url, staging, "remote", "add", "origin", source)
-        self._git(url, staging, "fetch", "--prune", "--tags", "origin")
-        self._git(url, staging, "remote", "set-head", "origin", "--auto")
+        try:
+            self._git(url, staging, "init", "--bare", "--quiet")
+            self._git(url, staging, "remote", "add", "origin", source)
+            self._git(url, staging, "fetch", "--prune", "--tags", "origin")
+            self._git(url, staging, "remote", "set-head", "origin", "--auto")
+        except RepoError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         staging.rename(final)
         log.info("cloned %s into %s", redact_url(url), final)
 

@@ -23,7 +23,11 @@ def test_given_a_repo_task_when_submitted_then_the_job_ends_with_result_cost_and
     fleet: Fleet, tmp_path: Path
 ) -> None:
     remote = make_remote(tmp_path)
-    task = "Add a CONTRIBUTING.md\n@fake write CONTRIBUTING.md Be kind.\n@fake commit docs: contributing"
+    task = (
+        "Add a CONTRIBUTING.md\n"
+        "@fake write CONTRIBUTING.md Be kind.\n"
+        "@fake commit docs: contributing"
+    )
 
     accepted = fleet.submit(task=task, repo_url=str(remote))
     job = fleet.wait_until_final(accepted["id"])

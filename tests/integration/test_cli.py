@@ -1,0 +1,80 @@
+"""The ``agenticore`` command against a real API and worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, Fleet
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def cli(fleet: Fleet, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = fleet.env | {"AGENTICORE_API_URL": fleet.api_url, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "agenticore.cli", *args],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_given_run_wait_when_the_job_succeeds_then_result_cost_and_session_show_and_exit_0(
+    fleet: Fleet,
+) -> None:
+    out = cli(
+        fleet, "run", "Add a CONTRIBUTING.md\n@fake cost 0.42\n@fake result Wrote it.", "--wait"
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert "succeeded" in out.stdout and "Wrote it." in out.stdout
+    assert "$0.4200" in out.stdout and "session" in out.stdout
+
+
+def test_given_run_wait_json_when_the_job_fails_then_exit_1_with_the_record(fleet: Fleet) -> None:
+    out = cli(fleet, "run", "@fake fail tests are red", "--wait", "--json")
+
+    job = json.loads(out.stdout)
+    assert out.returncode == 1
+    assert job["status"] == "failed" and "tests are red" in job["error"]
+
+
+def test_given_bad_usage_then_exit_2_with_a_message(fleet: Fleet) -> None:
+    unknown_profile = cli(fleet, "run", "x", "--profile", "nope")
+    bad_option = cli(fleet, "run", "x", "--frobnicate")
+    unknown_job = cli(fleet, "job", "does-not-exist")
+
+    assert unknown_profile.returncode == 2 and "unknown profile 'nope'" in unknown_profile.stderr
+    assert bad_option.returncode == 2 and "frobnicate" in bad_option.stderr
+    assert unknown_job.returncode == 2 and "not found" in unknown_job.stderr
+    assert "Traceback" not in unknown_profile.stderr + bad_option.stderr + unknown_job.stderr
+
+
+def test_given_jobs_then_list_show_cancel_profiles_and_status_work(fleet: Fleet) -> None:
+    submitted = cli(fleet, "run", "@fake hang", "--json")
+    job_id = json.loads(submitted.stdout)["id"]
+    wait_for(lambda: fleet.job(job_id)["status"] == "running", timeout=30, what="job start")
+
+    listed = cli(fleet, "jobs", "--status", "running", "--json")
+    shown = cli(fleet, "job", job_id)
+    cancelled = cli(fleet, "cancel", job_id)
+    profiles = cli(fleet, "profiles")
+    status = cli(fleet, "status")
+
+    assert job_id in [j["id"] for j in json.loads(listed.stdout)["data"]]
+    assert job_id in shown.stdout and "running" in shown.stdout
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    assert "default" in profiles.stdout
+    assert status.returncode == 0 and "ready" in status.stdout
+    assert fleet.wait_until_final(job_id)["status"] == "cancelled"
+
+
+def test_given_no_api_then_the_cli_says_how_to_start_it(fleet: Fleet) -> None:
+    env_api = f"http://127.0.0.1:{free_port()}"
+    out = cli(fleet, "jobs", "--api", env_api)
+
+    assert out.returncode == 1
+    assert "cannot reach the Agenticore API" in out.stderr and "agenticore up" in out.stderr
