@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -185,15 +186,16 @@ def list_jobs(
     if as_json:
         _print_json(page)
         return
-    table = Table("id", "status", "task", "repo", "cost", "created")
+    table = Table("status", "task", "repo", "cost", "created")
+    table.add_column("id", no_wrap=True)
     for job in page["data"]:
         table.add_row(
-            job["id"],
             _styled(job["status"]),
             _short(job["task"], 40),
             _short(job["repo_url"] or "-", 40),
             _cost(job["cost_usd"]),
             job["created_at"][:19],
+            job["id"],
         )
     console.print(table)
     if page["next_cursor"]:
@@ -298,7 +300,7 @@ def _print_job(job: dict[str, Any]) -> None:
         ("session", job.get("session_id")),
         ("cost", _cost(job.get("cost_usd")) if job.get("cost_usd") is not None else None),
         ("turns", job.get("num_turns")),
-        ("duration", f"{job['duration_ms'] / 1000:.1f}s" if job.get("duration_ms") else None),
+        ("elapsed", _elapsed(job)),
         ("changed", ", ".join(job.get("changed_files") or []) or None),
         ("commit", job.get("commit_sha")),
         ("error", job.get("error")),
@@ -324,6 +326,13 @@ def _short(text: str, width: int) -> str:
 
 def _cost(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
+
+
+def _elapsed(job: dict[str, Any]) -> str | None:
+    if not (job.get("started_at") and job.get("finished_at")):
+        return None
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return f"{(finished - started).total_seconds():.1f}s"
 
 
 def _has_module(name: str) -> bool:

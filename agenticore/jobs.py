@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from agenticore.config import Settings
 from agenticore.connections import redis_client
@@ -53,7 +54,7 @@ class JobStore:
             return None
         return self._read_redis(job_id) or self._read_file(job_id)
 
-    def list(
+    def list_jobs(
         self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
         """Newest first. ``cursor`` is the last id of the previous page."""
@@ -116,7 +117,9 @@ class JobStore:
         if self.redis is None:
             return
         key = self.keys.job(job.id)
-        fields = {k: json.dumps(v) for k, v in job.model_dump(mode="json").items()}
+        fields: dict[FieldT, EncodableT] = {
+            k: json.dumps(v) for k, v in job.model_dump(mode="json").items()
+        }
         try:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(key, mapping=fields)

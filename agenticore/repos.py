@@ -195,7 +195,7 @@ class RepoCache:
                 ["git", *args],
                 env=_GIT_ENV,
                 kill_after_timeout=self.settings.clone_timeout_seconds,
-            )  # type: ignore[call-overload]
+            )
         except git.GitCommandError as exc:
             detail = redact_text(str(exc.stderr or exc).strip())
             raise RepoError(

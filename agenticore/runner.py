@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from typing import Any
 
 from agenticore.agents import AgentOutcome, get_backend
 from agenticore.config import Settings
@@ -16,7 +17,13 @@ from agenticore.models import Job, JobStatus, utcnow
 from agenticore.profiles import carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace
-from agenticore.supervisor import ProcessSpec, Terminated, sigterm_raises, supervise
+from agenticore.supervisor import (
+    ProcessSpec,
+    Terminated,
+    kill_process_group,
+    sigterm_raises,
+    supervise,
+)
 
 __all__ = ["JobRunner"]
 
@@ -65,6 +72,8 @@ class JobRunner:
     # -- steps -------------------------------------------------------------------------
 
     def _start(self, job: Job, worker: str) -> Job:
+        if job.status is JobStatus.RUNNING:
+            self._reap_previous_attempt(job)
         return self.store.update(
             job.id,
             status=JobStatus.RUNNING,
@@ -74,6 +83,21 @@ class JobRunner:
             attempts=job.attempts + 1,
             error=None,
         )
+
+    def _reap_previous_attempt(self, job: Job) -> None:
+        """A redelivered job whose worker process died may have left its agent running.
+
+        The pid is only trusted if it still works in this job's worktree: pids get reused.
+        """
+        if not (job.agent_pid and job.worktree_path):
+            return
+        try:
+            cwd = os.readlink(f"/proc/{job.agent_pid}/cwd")
+        except OSError:
+            return
+        if cwd == job.worktree_path:
+            log.warning("job %s: killing the agent left by attempt %d", job.id, job.attempts)
+            kill_process_group(job.agent_pid)
 
     def _prepare(self, job: Job) -> Workspace:
         if job.repo_url is not None:
@@ -130,7 +154,7 @@ class JobRunner:
         changed_files: list[str] | None = None,
         commit_sha: str | None = None,
     ) -> Job:
-        fields = {
+        fields: dict[str, Any] = {
             "finished_at": utcnow(),
             "exit_code": outcome.exit_code,
             "result": outcome.result,

@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from agenticore.errors import AgentError
 
@@ -86,8 +87,8 @@ def sigterm_raises() -> Iterator[None]:
 def supervise(
     spec: ProcessSpec,
     *,
-    on_line: Callable[[bytes], None],
-    on_start: Callable[[int], None] = lambda pid: None,
+    on_line: Callable[[bytes], object],
+    on_start: Callable[[int], object] = lambda pid: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ProcessResult:
     spec.transcript.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ def kill_process_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
     return True
 
 
-def _spawn(spec: ProcessSpec, stderr: object) -> subprocess.Popen[bytes]:
+def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             spec.argv,
@@ -130,7 +131,7 @@ def _spawn(spec: ProcessSpec, stderr: object) -> subprocess.Popen[bytes]:
             env=spec.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=stderr,  # type: ignore[arg-type]
+            stderr=stderr,
             start_new_session=True,
         )
     except FileNotFoundError:
@@ -153,8 +154,8 @@ def _follow(
     spec: ProcessSpec,
     proc: subprocess.Popen[bytes],
     lines: queue.Queue[object],
-    transcript: object,
-    on_line: Callable[[bytes], None],
+    transcript: IO[bytes],
+    on_line: Callable[[bytes], object],
     should_stop: Callable[[], bool],
     started: float,
     result: ProcessResult,
@@ -185,7 +186,7 @@ def _follow(
             eof = True
             continue
         assert isinstance(item, bytes)
-        transcript.write(item)  # type: ignore[attr-defined]
+        transcript.write(item)
         on_line(item)
 
 
@@ -202,14 +203,14 @@ def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
     kill_process_group(proc.pid, signal.SIGKILL)
 
 
-def _drain(lines: queue.Queue[object], transcript: object) -> None:
+def _drain(lines: queue.Queue[object], transcript: IO[bytes]) -> None:
     while True:
         try:
             item = lines.get_nowait()
         except queue.Empty:
             return
         if isinstance(item, bytes):
-            transcript.write(item)  # type: ignore[attr-defined]
+            transcript.write(item)
 
 
 def _tail(path: Path, limit: int = 2000) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agenticore.agents.base import AgentBackend, AgentOutcome
 from agenticore.agents.claude import ClaudeBackend
 from agenticore.errors import InvalidRequest
 
 __all__ = ["AgentBackend", "AgentOutcome", "get_backend"]
 
-_BACKENDS: dict[str, type[AgentBackend]] = {"claude": ClaudeBackend}
+_BACKENDS: dict[str, Callable[[], AgentBackend]] = {"claude": ClaudeBackend}
 
 
 def get_backend(name: str) -> AgentBackend:

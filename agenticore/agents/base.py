@@ -31,6 +31,7 @@ class AgentStream(Protocol):
     """Consumes the agent's stdout one line at a time."""
 
     session_id: str | None
+    result: dict[str, Any] | None  # the final report, in the backend's own shape
 
     def feed(self, line: bytes) -> dict[str, Any] | None: ...
 

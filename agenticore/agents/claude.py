@@ -11,7 +11,7 @@ import json
 import signal
 from typing import Any
 
-from agenticore.agents.base import AgentOutcome
+from agenticore.agents.base import AgentOutcome, AgentStream
 from agenticore.config import Settings
 from agenticore.models import Job, JobStatus
 from agenticore.profiles import JobConfig, Profile, build_cli_args
@@ -78,7 +78,7 @@ class ClaudeBackend:
     def transcript_name(self) -> str:
         return "transcript.jsonl"
 
-    def outcome(self, stream: ClaudeStream, process: ProcessResult) -> AgentOutcome:  # type: ignore[override]
+    def outcome(self, stream: AgentStream, process: ProcessResult) -> AgentOutcome:
         outcome = _from_result(stream.result) if stream.result else AgentOutcome(JobStatus.FAILED)
         outcome.exit_code = process.exit_code
         outcome.session_id = stream.session_id

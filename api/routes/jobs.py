@@ -63,7 +63,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JobsPublic:
-    jobs, next_cursor = store.list(status=status_filter, limit=limit, cursor=cursor)
+    jobs, next_cursor = store.list_jobs(status=status_filter, limit=limit, cursor=cursor)
     data = [JobPublic.model_validate(job, from_attributes=True) for job in jobs]
     return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)
 

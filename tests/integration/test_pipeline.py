@@ -7,6 +7,8 @@ default (filesystem broker, file result backend, file job store).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +190,20 @@ def _agent_pid(fleet: Fleet, job_id: str) -> int | None:
     record = json.loads((fleet.settings.jobs_dir / f"{job_id}.json").read_text())
     pid = record.get("agent_pid")
     return pid if pid and pid_alive(pid) else None
+
+
+def test_given_a_pool_process_killed_mid_job_then_the_job_runs_again_and_no_agent_is_orphaned(
+    fleet: Fleet,
+) -> None:
+    job_id = fleet.submit(task="@fake sleep 8\n@fake result second time lucky")["id"]
+    first_agent = wait_for(lambda: _agent_pid(fleet, job_id), timeout=30, what="the agent")
+    pool_process = int(Path(f"/proc/{first_agent}/stat").read_text().split(") ")[1].split()[1])
+
+    os.kill(pool_process, signal.SIGKILL)
+    wait_for(lambda: fleet.job(job_id)["attempts"] == 2, timeout=30, what="the redelivery")
+    # the orphan would sleep on for seconds: it must be gone well before that
+    wait_for(lambda: not pid_alive(first_agent), timeout=4, what="the orphaned agent to die")
+    job = fleet.wait_until_final(job_id, timeout=90)
+
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2 and job["result"] == "second time lucky"

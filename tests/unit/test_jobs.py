@@ -79,12 +79,12 @@ def test_given_many_jobs_when_listed_then_pages_are_newest_first_and_filterable(
 
     pages, cursor = [], None
     while True:
-        page, cursor = store.list(limit=3, cursor=cursor)
+        page, cursor = store.list_jobs(limit=3, cursor=cursor)
         pages.append([j.id for j in page])
         if cursor is None:
             break
-    running, _ = store.list(status=JobStatus.RUNNING, limit=10)
-    queued, _ = store.list(status=JobStatus.QUEUED, limit=10)
+    running, _ = store.list_jobs(status=JobStatus.RUNNING, limit=10)
+    queued, _ = store.list_jobs(status=JobStatus.QUEUED, limit=10)
 
     assert [i for page in pages for i in page] == ids[::-1]
     assert [len(p) for p in pages] == [3, 3, 1]
@@ -141,7 +141,7 @@ def test_given_a_redis_record_expired_then_reads_fall_back_to_the_file(
     client.delete(KeySchema(settings.redis_key_prefix).job(job.id))
 
     assert store.get(job.id).status is JobStatus.RUNNING
-    assert store.list()[0] == [], "the Redis index drops expired entries"
+    assert store.list_jobs()[0] == [], "the Redis index drops expired entries"
 
 
 def test_given_redis_down_then_the_file_store_keeps_serving(
@@ -156,4 +156,4 @@ def test_given_redis_down_then_the_file_store_keeps_serving(
 
     assert updated.status is JobStatus.RUNNING
     assert store.get(job.id).status is JobStatus.RUNNING
-    assert [j.id for j in store.list()[0]] == [job.id]
+    assert [j.id for j in store.list_jobs()[0]] == [job.id]
