@@ -53,11 +53,9 @@ class JobRunner:
             changed, head = self.repos.changes(workspace)
             return self._finish(job_id, outcome, changed_files=changed, commit_sha=head)
         except Terminated:
-            # revoke(terminate=True) of a cancelled job ends here quietly; any other
-            # SIGTERM (worker shutdown) hands the job back and lets the process go down
-            job = self._interrupted(job_id)
-            if job.status is JobStatus.CANCELLED:
-                return job
+            # the agent's group is already dead (supervise's finally); record and let the
+            # caller end its process as whoever sent SIGTERM expects
+            self._interrupted(job_id)
             raise
         except AgenticoreError as exc:
             return self._finish(job_id, AgentOutcome(JobStatus.FAILED, error=str(exc)))
@@ -179,6 +177,7 @@ class JobRunner:
         return job
 
     def _interrupted(self, job_id: str) -> Job:
+        """Cancelled jobs stay cancelled; others are handed back for redelivery."""
         try:
             return self.store.update(
                 job_id,

@@ -37,6 +37,7 @@ import argparse
 import bisect
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -70,6 +71,8 @@ NOOP_TASK = "bench.noop"  # bench/noop.py; sent by name, as the API sends jobs
 NOOP_QUEUE = "bench-noop"
 SUBMITTERS = 4
 STOP_TIMEOUT = 20.0
+CPU_PARTS = ("api", "worker", "agents", "redis", "bench_client")
+BENIGN = "No hostname was supplied"  # kombu's notice for filesystem:// broker URLs
 
 # wide enough for the table when the output is a pipe or a file
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -245,8 +248,15 @@ class JobTiming:
 
 
 class Bench:
-    def __init__(self, backend: str, args: argparse.Namespace, redis_url: str | None) -> None:
+    def __init__(
+        self,
+        backend: str,
+        args: argparse.Namespace,
+        redis_url: str | None,
+        redis_pid: int | None = None,
+    ) -> None:
         self.backend = backend
+        self.redis_pid = redis_pid
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix=f"agenticore-bench-{backend}-"))
         self.home = self.tmp / "home"
@@ -395,7 +405,9 @@ class Bench:
         idle = [self._one(timeout=60) for _ in range(serial)]
         console.log(f"[{self.backend}] burst: {self.args.jobs} jobs at concurrency {c}")
         started = time.time()
+        cpu_before = self._cpu()
         burst = self._burst(self.args.jobs)
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in self._cpu().items()}
         console.log(f"[{self.backend}] burst done in {time.time() - started:.1f}s")
         starts = self._agent_starts()
         out: dict[str, Any] = {
@@ -428,6 +440,32 @@ class Bench:
         out["agent_start_proxy_lag_ms_p50"] = ms(pct(lags, 50))
         out["attempts_max"] = max(t.record.get("attempts") or 0 for t in burst + idle)
         out["failed_jobs"] = len(self.failed)
+        # CPU seconds the burst cost (wall clock above is first submit -> last finish)
+        for name, seconds in cpu.items():
+            out[f"cpu_{name}_ms_per_job"] = round(seconds * 1000 / len(burst), 2)
+        if wall:
+            out["cpu_busy_cores"] = round(sum(cpu.values()) / wall, 2)
+        return out
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds so far: API, worker (Celery processes), agents (what the worker's
+        processes spawned), redis, and this process (submitters and pollers)."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out = {"bench_client": usage.ru_utime + usage.ru_stime}
+        by_name = {s.name: s.proc.pid for s in self.services.running}
+        if self.redis_pid:
+            out["redis"] = sum(_proc_cpu(self.redis_pid))
+        if "api" in by_name:
+            out["api"] = sum(_tree_cpu(by_name["api"]))
+        if "worker" in by_name:
+            main = by_name["worker"]
+            own, reaped = _proc_cpu(main)
+            worker, agents = own + reaped, 0.0
+            for child in _children(main):  # the prefork pool
+                own, reaped = _proc_cpu(child)
+                worker += own
+                agents += reaped + sum(sum(_tree_cpu(pid)) for pid in _children(child))
+            out["worker"], out["agents"] = worker, agents
         return out
 
     def _agent_starts(self) -> list[float]:
@@ -511,9 +549,41 @@ class Bench:
         for name in ("worker", "api"):
             text = (self.logs / f"{name}.log").read_text(errors="replace")
             counts[f"{name}_log_warnings"] = sum(
-                1 for line in text.splitlines() if "WARNING" in line or "ERROR" in line
+                1
+                for line in text.splitlines()
+                if ("WARNING" in line or "ERROR" in line) and BENIGN not in line
             )
         return counts
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children) CPU seconds of one process; zeros if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0, 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    pids: list[int] = []
+    with suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(x) for x in (task / "children").read_text().split()]
+    return pids
+
+
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    own, reaped = _proc_cpu(pid)
+    for child in _children(pid):
+        child_own, child_reaped = _tree_cpu(child)
+        own, reaped = own + child_own, reaped + child_reaped
+    return own, reaped
 
 
 def _atomic_filesystem_put() -> None:
@@ -616,6 +686,14 @@ def print_table(r: dict[str, Any]) -> None:
         f"{r['jobs']} / (last finished_at - first submit) = {r['wall_s']} s",
     )
     table.add_row("  submit rate", _fmt(r["submit_per_s"], " jobs/s"), "", "POSTs accepted")
+    parts = {n: r[f"cpu_{n}_ms_per_job"] for n in CPU_PARTS if f"cpu_{n}_ms_per_job" in r}
+    table.add_row(
+        "  CPU time per job",
+        _fmt(round(sum(parts.values()), 1), " ms"),
+        "",
+        ", ".join(f"{n} {v:.0f}" for n, v in parts.items())
+        + f"; {_fmt(r.get('cpu_busy_cores'))} cores busy",
+    )
     table.add_section()
     table.add_row(f"[bold]idle: {r['serial_jobs']} jobs one at a time", "", "", "")
     row("  submit -> pickup", "idle_submit_to_pickup", "no queueing: compare with noop RTT")
@@ -701,7 +779,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with redis_server(redis_dir, outer) if "redis" in backends else _no_redis() as redis_url:
             for backend in backends:
-                bench = Bench(backend, args, redis_url if backend == "redis" else None)
+                redis_pid = next((s.proc.pid for s in outer.running if s.name == "redis"), None)
+                if backend == "redis":
+                    bench = Bench(backend, args, redis_url, redis_pid)
+                else:
+                    bench = Bench(backend, args, None)
                 benches.append(bench)
                 results[backend] = bench.run()
     except BenchError as exc:

@@ -5,6 +5,8 @@ Tasks are thin: they pass ids, re-read state from the job store and call the lib
 
 from __future__ import annotations
 
+import os
+import signal
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +16,7 @@ from agenticore.config import get_settings
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobSpec
 from agenticore.runner import JobRunner
+from agenticore.supervisor import Terminated
 from workers.app import RUN_JOB, app
 
 __all__ = ["run_job"]
@@ -33,5 +36,19 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     if isinstance(job, dict):
         job_id = self.request.id or None
         job = runner.store.create(Job.from_spec(JobSpec.model_validate(job), job_id)).id
-    runner.run(job, worker=self.request.hostname)
+    try:
+        runner.run(job, worker=self.request.hostname)
+    except Terminated:
+        _die_as_signalled()
     return job
+
+
+def _die_as_signalled() -> None:
+    """End this pool process by SIGTERM after the runner cleaned up.
+
+    The pool sent SIGTERM (revoke with terminate, shutdown) and expects the process gone: a
+    process that survives it is no longer supervised by the pool, so its next job would be
+    lost silently if it died.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
