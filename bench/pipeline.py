@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 import httpx
 from celery.exceptions import TimeoutError as CeleryTimeout
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agenticore.config import Settings
@@ -336,7 +337,7 @@ class Bench:
     # -- floor -----------------------------------------------------------------------------
 
     def _floor(self) -> dict[str, Any]:
-        console.log(f"[{self.backend}] floor: bare spawns")
+        console.log(f"{self.backend}: floor: bare spawns")
         spawn_dir = self.tmp / "spawn"
         spawn_dir.mkdir()
         env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
@@ -354,7 +355,7 @@ class Bench:
 
         from workers.app import make_celery
 
-        console.log(f"[{self.backend}] floor: no-op Celery round trips")
+        console.log(f"{self.backend}: floor: no-op Celery round trips")
         if self.settings.embedded:
             _atomic_filesystem_put()
         celery = make_celery(self.settings)
@@ -398,17 +399,17 @@ class Bench:
 
     def _pipeline(self) -> dict[str, Any]:
         c = self.args.concurrency
-        console.log(f"[{self.backend}] warm-up: {c} jobs")
+        console.log(f"{self.backend}: warm-up: {c} jobs")
         self._burst(c)
         serial = min(self.args.serial, self.args.jobs)
-        console.log(f"[{self.backend}] idle: {serial} jobs, one at a time")
+        console.log(f"{self.backend}: idle: {serial} jobs, one at a time")
         idle = [self._one(timeout=60) for _ in range(serial)]
-        console.log(f"[{self.backend}] burst: {self.args.jobs} jobs at concurrency {c}")
+        console.log(f"{self.backend}: burst: {self.args.jobs} jobs at concurrency {c}")
         started = time.time()
         cpu_before = self._cpu()
         burst = self._burst(self.args.jobs)
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in self._cpu().items()}
-        console.log(f"[{self.backend}] burst done in {time.time() - started:.1f}s")
+        console.log(f"{self.backend}: burst done in {time.time() - started:.1f}s")
         starts = self._agent_starts()
         out: dict[str, Any] = {
             "jobs": self.args.jobs,
@@ -476,7 +477,7 @@ class Bench:
         return sorted(float(x) for x in lines[::2])
 
     def _one(self, timeout: float) -> JobTiming:
-        body = {"task": TASK, "wait": True, "wait_timeout_seconds": timeout}
+        body = {"task": self.args.task, "wait": True, "wait_timeout_seconds": timeout}
         submitted = time.time()
         response = self.http.post("/jobs", json=body, timeout=timeout + 30)
         if response.status_code not in (200, 202):
@@ -492,7 +493,7 @@ class Bench:
 
         def submit(_: int) -> None:
             t0 = time.time()
-            response = self.http.post("/jobs", json={"task": TASK})
+            response = self.http.post("/jobs", json={"task": self.args.task})
             t1 = time.time()
             if response.status_code not in (200, 202):
                 raise BenchError(f"POST /jobs answered {response.status_code}: {response.text}")
@@ -604,10 +605,10 @@ def _atomic_filesystem_put() -> None:
         final = os.path.join(self.data_folder_out, name)
         tmp = os.path.join(self.data_folder_out, f".tmp-{uuid.uuid4().hex}")
         with open(tmp, "wb") as handle:
-            handle.write(dumps(payload).encode())
+            handle.write(dumps(payload).encode())  # type: ignore[no-untyped-call]
         os.replace(tmp, final)
 
-    filesystem.Channel._put = _put
+    filesystem.Channel._put = _put  # type: ignore[method-assign]
 
 
 def _time_runs(argv: list[str], n: int, cwd: Path, env: dict[str, str]) -> list[float]:
@@ -757,6 +758,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noop", type=int, default=200, help="no-op Celery tasks")
     parser.add_argument("--spawns", type=int, default=50, help="bare spawns per command")
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the burst")
+    parser.add_argument("--task", default=TASK, help="the fake agent's instructions")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and logs")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1 or args.noop < 1 or args.spawns < 1:
@@ -787,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
                 benches.append(bench)
                 results[backend] = bench.run()
     except BenchError as exc:
-        console.print(f"[red]benchmark failed:[/] {exc}")
+        console.print("[red]benchmark failed:[/]", escape(str(exc)))
         for bench in benches:
             console.print(f"logs kept in {bench.logs}")
         return 2
@@ -797,9 +799,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(r["failed_jobs"] for r in results.values())
     for bench in benches:
         if args.keep or bench.failed:
-            console.print(f"[{bench.backend}] logs and job records kept in {bench.tmp}")
+            console.print(f"{bench.backend}: logs and job records kept in {bench.tmp}")
             for record in bench.failed[:5]:
-                console.print(f"  job {record['id']} {record['status']}: {record.get('error')}")
+                console.print(
+                    f"  job {record['id']} {record['status']}: {escape(str(record.get('error')))}"
+                )
         else:
             shutil.rmtree(bench.tmp, ignore_errors=True)
     for result in results.values():

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import REPO_ROOT, Fleet
-from tests.helpers import free_port, wait_for
+from agenticore.config import Settings
+from tests.conftest import REPO_ROOT, Fleet, settings_env
+from tests.helpers import free_port, group_members, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +81,36 @@ def test_given_no_api_then_the_cli_says_how_to_start_it(fleet: Fleet) -> None:
 
     assert out.returncode == 1
     assert "cannot reach the Agenticore API" in out.stderr and "agenticore up" in out.stderr
+
+
+def test_given_agenticore_up_on_the_embedded_default_then_a_job_runs_and_stop_leaves_nothing(
+    make_settings: Callable[..., Settings],
+) -> None:
+    port = free_port()
+    settings = make_settings("embedded", port=port, api_url=f"http://127.0.0.1:{port}")
+    env = settings_env(settings)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "agenticore.cli", "up", "--no-flower"],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "agenticore.cli", *args],
+                env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=90,
+            )  # fmt: skip
+
+        wait_for(lambda: run("status").returncode == 0, timeout=60, what="agenticore up")
+
+        out = run("run", "@fake result hello from up", "--wait", "--json")
+
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["result"] == "hello from up"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        output = up.communicate(timeout=60)[0].decode()
+    assert up.returncode == 0, output
+    assert "embedded (no Redis)" in output
+    assert group_members(up.pid) == [], "API and worker must stop with `up`"
