@@ -58,12 +58,9 @@ class JobStore:
         self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
         """Newest first. ``cursor`` is the last id of the previous page."""
-        ids = self._list_ids_redis(status, limit, cursor)
-        jobs = (
-            self._list_files(status, limit, cursor)
-            if ids is None
-            else [job for job in map(self.find, ids) if job is not None]
-        )
+        jobs = self._list_redis(status, limit, cursor)
+        if jobs is None:
+            jobs = self._list_files(status, limit, cursor)
         next_cursor = jobs[-1].id if len(jobs) == limit else None
         return jobs, next_cursor
 
@@ -163,31 +160,35 @@ class JobStore:
         except redis.RedisError as exc:
             log.warning("job %s: Redis read failed (%s); using the file store", job_id, exc)
             return None
-        if not raw:
-            return None
-        return Job.model_validate({k: json.loads(v) for k, v in raw.items()})
+        return _decode(raw) if raw else None
 
-    def _list_ids_redis(
+    def _list_redis(
         self, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> list[str] | None:
+    ) -> list[Job] | None:
         if self.redis is None:
             return None
         index = self.keys.jobs_by_status(status.value) if status else self.keys.jobs_index()
-        upper = f"({cursor}" if cursor else "+"
+        jobs: list[Job] = []
         try:
-            ids: list[str] = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit)  # type: ignore[assignment]
-            live = [job_id for job_id in ids if self.redis.exists(self.keys.job(job_id))]
-            expired = set(ids) - set(live)
-            if expired:
-                self.redis.zrem(index, *expired)
-                # the page shrank: fill it from further down the index
-                if len(ids) == limit:
-                    more = self._list_ids_redis(status, len(expired), ids[-1])
-                    live.extend(more or [])
-            return live
+            while len(jobs) < limit:
+                upper = f"({cursor}" if cursor else "+"
+                want = limit - len(jobs)
+                ids: list[str] = self.redis.zrevrangebylex(index, upper, "-", start=0, num=want)  # type: ignore[assignment]
+                if not ids:
+                    break
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hgetall(self.keys.job(job_id))
+                records: list[dict[str, str]] = pipe.execute()
+                expired = [job_id for job_id, raw in zip(ids, records, strict=True) if not raw]
+                if expired:  # their TTL ran out: drop them from the index
+                    self.redis.zrem(index, *expired)
+                jobs += [_decode(raw) for raw in records if raw]
+                cursor = ids[-1]
         except redis.RedisError as exc:
             log.warning("listing from Redis failed (%s); using the file store", exc)
             return None
+        return jobs
 
     def _list_files(self, status: JobStatus | None, limit: int, cursor: str | None) -> list[Job]:
         if not self.dir.is_dir():
@@ -203,6 +204,10 @@ class JobStore:
                 if len(jobs) == limit:
                     break
         return jobs
+
+
+def _decode(raw: dict[str, str]) -> Job:
+    return Job.model_validate({k: json.loads(v) for k, v in raw.items()})
 
 
 def _safe_id(job_id: str) -> bool:

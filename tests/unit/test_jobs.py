@@ -157,3 +157,20 @@ def test_given_redis_down_then_the_file_store_keeps_serving(
     assert updated.status is JobStatus.RUNNING
     assert store.get(job.id).status is JobStatus.RUNNING
     assert [j.id for j in store.list_jobs()[0]] == [job.id]
+
+
+def test_given_expired_records_at_the_top_when_listed_then_the_page_is_still_full(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings("redis")
+    store = JobStore(settings)
+    ids = [new_job(store, f"job {n}").id for n in range(5)]
+    client = redis_client(settings)
+    assert client is not None
+    for job_id in ids[-2:]:
+        client.delete(KeySchema(settings.redis_key_prefix).job(job_id))
+
+    page, cursor = store.list_jobs(limit=3)
+
+    assert [j.id for j in page] == ids[2::-1]
+    assert cursor == ids[0]
