@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,29 @@ def read_lines_until(
             if predicate(lines[-1]):
                 return lines
     raise AssertionError(f"expected line not seen; got {lines!r}")
+
+
+@contextmanager
+def running_fake(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A fake started in the background; killed and closed whatever the test does."""
+    proc = subprocess.Popen(
+        [str(FAKE_CLAUDE), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
 
 
 def pid_is_gone(pid: int, timeout: float = 3) -> bool:
@@ -538,25 +563,13 @@ def test_given_hanging_run_with_child_when_sigterm_then_143_no_result_child_kill
     workdir: Path, env: dict
 ) -> None:
     # given: a run that spawned a child and then hangs
-    proc = subprocess.Popen(
-        [str(FAKE_CLAUDE), "-p", "@fake spawn 30\n@fake hang", *STREAM],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running_fake(["-p", "@fake spawn 30\n@fake hang", *STREAM], workdir, env) as proc:
         lines = read_lines_until(proc, lambda line: "spawned pid" in line)
         child_pid = int(re.search(r"spawned pid (\d+)", lines[-1]).group(1))  # type: ignore[union-attr]
         # when
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=5)
         rest = proc.stdout.read().decode() if proc.stdout else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # then
     assert returncode == 143
     assert all(e["type"] != "result" for e in events_of("\n".join(lines) + rest))
@@ -567,24 +580,12 @@ def test_given_run_killed_by_sigterm_when_resumed_then_session_continues(
     workdir: Path, env: dict
 ) -> None:
     # given: a session terminated mid-run
-    proc = subprocess.Popen(
-        [str(FAKE_CLAUDE), "-p", "@fake hang", "--session-id", SESSION_ID, *STREAM],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running_fake(
+        ["-p", "@fake hang", "--session-id", SESSION_ID, *STREAM], workdir, env
+    ) as proc:
         read_lines_until(proc, lambda line: '"subtype":"init"' in line)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 143
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
     # when
     resumed = run_fake("-p", "go on", "--resume", SESSION_ID, *STREAM, cwd=workdir, env=env)
     # then
@@ -595,45 +596,19 @@ def test_given_run_killed_by_sigterm_when_resumed_then_session_continues(
 def test_given_ignore_sigterm_when_sigterm_then_keeps_running_until_sigkill(
     workdir: Path, env: dict
 ) -> None:
-    proc = subprocess.Popen(
-        [str(FAKE_CLAUDE), "-p", "@fake ignore-sigterm\n@fake noise ready\n@fake hang", *STREAM],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running_fake(
+        ["-p", "@fake ignore-sigterm\n@fake noise ready\n@fake hang", *STREAM], workdir, env
+    ) as proc:
         read_lines_until(proc, lambda line: line == "ready")  # SIGTERM is ignored by now
         proc.send_signal(signal.SIGTERM)
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=0.3)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=5) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def test_given_hanging_run_when_sigint_then_exit_130(workdir: Path, env: dict) -> None:
-    proc = subprocess.Popen(
-        [str(FAKE_CLAUDE), "-p", "@fake hang", *STREAM],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running_fake(["-p", "@fake hang", *STREAM], workdir, env) as proc:
         read_lines_until(proc, lambda line: '"subtype":"init"' in line)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=5) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
