@@ -59,6 +59,8 @@ def _embedded(settings: Settings) -> dict[str, Any]:
     root = settings.celery_dir
     return {
         "broker_url": "filesystem://",
+        # kombu's filesystem transport, with atomic writes (see workers/filesystem.py)
+        "broker_transport": "workers.filesystem:Transport",
         "result_backend": f"file://{root / 'results'}",
         "broker_transport_options": {
             "data_folder_in": str(root / "queue"),
