@@ -356,8 +356,6 @@ class Bench:
         from workers.app import make_celery
 
         console.log(f"{self.backend}: floor: no-op Celery round trips")
-        if self.settings.embedded:
-            _atomic_filesystem_put()
         celery = make_celery(self.settings)
         # the file result backend is polled: poll it often so polling is not the floor
         poll = 0.005
@@ -392,7 +390,6 @@ class Bench:
             "spawn_fake_claude_ms_p50": ms(pct(spawn_fake, 50)),
             "spawn_fake_claude_py_ms_p50": ms(pct(spawn_fake_py, 50)),
             "floor_latency_ms": ms(pct(rtts, 50) + pct(spawn_fake, 50)),  # type: ignore[operator]
-            "noop_producer": "atomic-rename" if self.settings.embedded else "stock",
         }
 
     # -- pipeline --------------------------------------------------------------------------
@@ -587,30 +584,6 @@ def _tree_cpu(pid: int) -> tuple[float, float]:
     return own, reaped
 
 
-def _atomic_filesystem_put() -> None:
-    """Makes this process's kombu ``filesystem://`` producer write a message atomically.
-
-    Stock kombu (5.x) creates the message file and then writes it; a consumer polling at that
-    moment moves and reads an empty file, and the worker dies on ``JSONDecodeError``
-    ("Unrecoverable error"). A tight no-op loop hits that window within seconds, so the
-    floor's own producer writes a hidden temp file (the consumer skips names that do not end
-    in ``.<queue>.msg``) and renames it into place: the same write, plus one rename.
-    """
-    from kombu.transport import filesystem
-    from kombu.utils.json import dumps
-
-    def _put(self: Any, queue: str, payload: Any, **kwargs: Any) -> None:
-        stamp = round(time.monotonic() * 1000)
-        name = f"{stamp}_{uuid.uuid4()}.{queue}.msg"
-        final = os.path.join(self.data_folder_out, name)
-        tmp = os.path.join(self.data_folder_out, f".tmp-{uuid.uuid4().hex}")
-        with open(tmp, "wb") as handle:
-            handle.write(dumps(payload).encode())  # type: ignore[no-untyped-call]
-        os.replace(tmp, final)
-
-    filesystem.Channel._put = _put  # type: ignore[method-assign]
-
-
 def _time_runs(argv: list[str], n: int, cwd: Path, env: dict[str, str]) -> list[float]:
     subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, check=True)  # warm
     seconds = []
@@ -704,10 +677,7 @@ def print_table(r: dict[str, Any]) -> None:
     row("  submit -> finished", "idle_submit_to_finish", "")
     table.add_section()
     table.add_row("[bold]floor (same broker, same run)", "", "", "")
-    note = "serial send_task().get(), perf_counter"
-    if r.get("noop_producer") == "atomic-rename":
-        note += "; producer patched: kombu fs race"
-    row("  no-op Celery task round trip", "noop_rtt", note)
+    row("  no-op Celery task round trip", "noop_rtt", "serial send_task().get(), perf_counter")
     table.add_row("  no-op Celery tasks, all at once", _fmt(r["noop_per_s"], " /s"), "", "")
     table.add_row("  spawn `true`", _fmt(r["spawn_true_ms_p50"], " ms"), "", "subprocess.run")
     table.add_row(
