@@ -19,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from agenticore.budgets import DEFAULT_PRICES, Price
+
 __all__ = ["Settings", "get_settings", "reset_settings"]
 
 ENV_PREFIX = "AGENTICORE_"
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(default=86400, ge=60)
     job_timeout_seconds: int = Field(default=3600, ge=1)
     kill_grace_seconds: float = Field(default=10.0, ge=0)
+    stall_seconds: float = Field(default=900.0, gt=0, description="no output this long = stalled")
+    max_agent_rss_mb: int | None = Field(default=None, ge=1, description="agent group RSS cap")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="default per-job budget")
+    max_turns: int | None = Field(default=None, ge=1, description="default per-job turn limit")
+    max_attempts: int = Field(default=3, ge=1)
+    model_prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     clone_timeout_seconds: int = Field(default=600, ge=10)
     allow_local_repos: bool = False
     port: int = Field(default=8200, ge=1, le=65535)

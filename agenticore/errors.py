@@ -8,6 +8,7 @@
     ├── InvalidTransition         e.g. a finished job asked to run again (.job_id)
     ├── StoreUnavailable          neither Redis nor the file store answers
     ├── LockTimeout               a repo or job lock could not be taken  (.name)
+    ├── NoPermit                  a limit is full: defer, never drop     (.reason, .retry_after)
     ├── RepoError                 clone/fetch/worktree failed            (.repo, .job_id)
     └── AgentError                the agent could not be started         (.job_id)
 
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidTransition",
     "JobNotFound",
     "LockTimeout",
+    "NoPermit",
     "ProfileNotFound",
     "RepoError",
     "StoreUnavailable",
@@ -74,6 +76,19 @@ class LockTimeout(AgenticoreError):
     def __init__(self, name: str, waited: float) -> None:
         super().__init__(f"lock {name!r} not acquired within {waited:.0f}s")
         self.name = name
+
+
+class NoPermit(AgenticoreError):
+    """A concurrency limit is reached: the job must wait, never be dropped."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(f"no permit: {reason}; retry in {retry_after:.1f}s")
+        self.reason = reason
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[NoPermit], tuple[str, float]]:
+        # Exception pickles self.args (the message) by default, which __init__ cannot take
+        return type(self), (self.reason, self.retry_after)
 
 
 class RepoError(AgenticoreError):

@@ -7,6 +7,7 @@ All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's un
     <prefix>:jobs                  sorted set, all job ids (score 0, ids sort by time)
     <prefix>:jobs:<status>         sorted set, ids currently in that status
     <prefix>:lock:<name>           redis-py Lock (repo clones, job updates)
+    <prefix>:permits:<scope>       sorted set, permit holders, score = lease expiry (unix s)
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class KeySchema:
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
+
+    def permits(self, scope: str) -> str:
+        return f"{self.prefix}:permits:{scope}"
 
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"

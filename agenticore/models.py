@@ -90,6 +90,8 @@ class JobSpec(BaseModel):
     agent: Literal["claude"] = "claude"
     session_id: str | None = Field(default=None, description="resume this agent session")
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
+    max_turns: int | None = Field(default=None, ge=1, le=10_000)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
     keep_worktree: bool = False
 
     @field_validator("task")
@@ -160,6 +162,7 @@ class Job(JobSpec):
     transcript_path: str | None = None
     worktree_path: str | None = None
     changed_files: list[str] | None = None
+    salvaged: bool = False
     branch: str | None = None
     commit_sha: str | None = None
     pr_url: str | None = None

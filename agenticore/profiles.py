@@ -47,6 +47,7 @@ class Profile(BaseModel):
     description: str = ""
     model: str | None = None
     max_turns: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
     permission_mode: PermissionMode | None = None
     allowed_tools: list[str] = Field(default_factory=list)
     disallowed_tools: list[str] = Field(default_factory=list)
@@ -113,8 +114,12 @@ def build_cli_args(
     if model:
         argv += ["--model", model]
     argv += ["--resume", job.session_id] if resume else ["--session-id", job.session_id]
-    if profile.max_turns:
-        argv += ["--max-turns", str(profile.max_turns)]
+    max_turns = job.max_turns or profile.max_turns
+    if max_turns:
+        argv += ["--max-turns", str(max_turns)]
+    max_cost = job.max_cost_usd or profile.max_cost_usd
+    if max_cost:
+        argv += ["--max-budget-usd", f"{max_cost:g}"]
     if profile.permission_mode:
         argv += ["--permission-mode", profile.permission_mode]
     if profile.allowed_tools:

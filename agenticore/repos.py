@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9.-]+:(?!-)[^\s]+$")
 # never prompt for credentials: a job must fail, not hang on a tty that isn't there
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+_SALVAGE_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Agenticore",
+    "GIT_AUTHOR_EMAIL": "agenticore@localhost",
+    "GIT_COMMITTER_NAME": "Agenticore",
+    "GIT_COMMITTER_EMAIL": "agenticore@localhost",
+}
 
 
 def repo_key(url: str) -> str:
@@ -136,6 +142,19 @@ class RepoCache:
         dirty = [line[3:] for line in repo.git.status("--porcelain", "-uall").splitlines()]
         head = repo.head.commit.hexsha
         return sorted(dirty), (head if head != workspace.base_sha else None)
+
+    def salvage(self, workspace: Workspace, job_id: str, reason: str) -> str | None:
+        """Commits whatever the agent left as work in progress; returns the commit, if any."""
+        if workspace.branch is None:
+            return None
+        repo = git.Repo(workspace.path)
+        repo.git.add("-A")
+        if not repo.index.diff("HEAD"):
+            return None
+        message = f"WIP: salvaged by Agenticore ({reason})\n\nAgenticore-Job: {job_id}"
+        with repo.git.custom_environment(**_GIT_ENV, **_SALVAGE_IDENTITY):
+            repo.git.commit("--no-verify", "-q", "-m", message)
+        return repo.head.commit.hexsha
 
     # -- internals ---------------------------------------------------------------------
 

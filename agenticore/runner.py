@@ -10,11 +10,12 @@ import uuid
 from typing import Any
 
 from agenticore.agents import AgentOutcome, get_backend
+from agenticore.budgets import Budget, CostMeter, price_for
 from agenticore.config import Settings
 from agenticore.errors import AgenticoreError, InvalidTransition
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, utcnow
-from agenticore.profiles import carry_session, load_profile, materialize
+from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace
 from agenticore.supervisor import (
@@ -115,7 +116,14 @@ class JobRunner:
         # a resumed session keeps its id; a fresh attempt gets a new one (ids are single-use)
         resume = job.resume_session is not None
         session_id = job.resume_session or str(uuid.uuid4())
-        job = self.store.update(job.id, session_id=session_id)
+        budget = self._budget(job, profile)
+        # the record shows the limits this run was held to; the argv passes them on
+        job = self.store.update(
+            job.id,
+            session_id=session_id,
+            max_turns=budget.max_turns,
+            max_cost_usd=budget.max_cost_usd,
+        )
         config = materialize(self.settings, profile, job)
         if resume and not carry_session(
             self.settings, session_id, config.config_dir, workspace.path
@@ -128,20 +136,37 @@ class JobRunner:
             env=backend.environment(dict(os.environ), profile, config),
             transcript=job_dir / backend.transcript_name(),
             stderr=job_dir / "stderr.log",
-            timeout=self._timeout(job, profile.timeout),
+            timeout=budget.wall_seconds,
             grace=self.settings.kill_grace_seconds,
+            stall_seconds=self.settings.stall_seconds,
+            max_rss_mb=self.settings.max_agent_rss_mb,
         )
         self.store.update(job.id, transcript_path=str(spec.transcript))
         stream = backend.new_stream()
+        model = job.model or profile.model
+        meter = CostMeter(price_for(model, self.settings.model_prices), budget)
+
+        def on_line(line: bytes) -> str | None:
+            event = stream.feed(line)
+            return meter.observe(event) if event is not None else None
+
+        def salvage(reason: str) -> None:
+            sha = self.repos.salvage(workspace, job.id, reason)
+            if sha is not None:
+                self.store.update(job.id, salvaged=True, commit_sha=sha)
+
         with sigterm_raises():
             process = supervise(
                 spec,
-                on_line=stream.feed,
+                on_line=on_line,
                 on_start=lambda pid: self.store.update(job.id, agent_pid=pid),
-                should_stop=lambda: self._cancel_requested(job.id),
+                should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
+                before_kill=salvage,
             )
         outcome = backend.outcome(stream, process)
         outcome.session_id = outcome.session_id or session_id
+        if outcome.cost_usd is None and meter.estimated_usd:
+            outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
         return outcome
 
     def _finish(
@@ -198,6 +223,12 @@ class JobRunner:
         job = self.store.find(job_id)
         return job is not None and job.status is JobStatus.CANCELLED
 
-    def _timeout(self, job: Job, profile_timeout: int | None) -> float:
-        wanted = job.timeout_seconds or profile_timeout or self.settings.job_timeout_seconds
-        return float(min(wanted, self.settings.job_timeout_seconds))
+    def _budget(self, job: Job, profile: Profile) -> Budget:
+        """Job beats profile beats config; wall time never exceeds the fleet's maximum."""
+        wall = job.timeout_seconds or profile.timeout or self.settings.job_timeout_seconds
+        return Budget(
+            wall_seconds=float(min(wall, self.settings.job_timeout_seconds)),
+            max_turns=job.max_turns or profile.max_turns or self.settings.max_turns,
+            max_cost_usd=job.max_cost_usd or profile.max_cost_usd or self.settings.max_cost_usd,
+            max_attempts=self.settings.max_attempts,
+        )

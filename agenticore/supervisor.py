@@ -2,9 +2,15 @@
 
 The agent starts in its own session (so its whole tree is one process group), with stdin
 closed, stdout read line by line on a thread (lines may be far larger than 64 KiB) and
-copied raw to a transcript, stderr to a file. The supervising thread enforces the wall
-clock, polls for cancellation and, on any exit path, terminates the process group:
-SIGTERM, a grace period, then SIGKILL.
+copied raw to a transcript, stderr to a file. The supervising thread is the watchdog: it
+enforces the wall clock, notices an agent that prints nothing for ``stall_seconds`` or
+whose group grows past ``max_rss_mb``, asks the caller every second whether to stop
+(cancellation, budgets) and, on any exit path, terminates the process group: SIGTERM, a
+grace period, then SIGKILL. Before a kill the group is frozen (SIGSTOP) and ``before_kill``
+runs, so the caller can salvage the agent's work without it changing underneath.
+
+Stop reasons: ``timeout``, ``stalled``, ``memory_exceeded`` and whatever the callbacks
+return (``cancelled``, ``budget_exceeded: cost`` …).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "ProcessResult",
     "ProcessSpec",
     "Terminated",
+    "group_rss_mb",
     "kill_process_group",
     "sigterm_raises",
     "supervise",
@@ -51,14 +58,16 @@ class ProcessSpec:
     stderr: Path
     timeout: float
     grace: float = 10.0
+    stall_seconds: float | None = None
+    max_rss_mb: int | None = None
 
 
 @dataclass
 class ProcessResult:
     exit_code: int | None = None
-    timed_out: bool = False
-    stopped: bool = False
+    stop_reason: str | None = None  # None: the agent ended by itself
     duration: float = 0.0
+    peak_rss_mb: float = 0.0
     stderr_tail: str = ""
     pid: int | None = field(default=None, repr=False)
 
@@ -87,10 +96,17 @@ def sigterm_raises() -> Iterator[None]:
 def supervise(
     spec: ProcessSpec,
     *,
-    on_line: Callable[[bytes], object],
+    on_line: Callable[[bytes], str | None],
     on_start: Callable[[int], object] = lambda pid: None,
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[], str | None] = lambda: None,
+    before_kill: Callable[[str], object] | None = None,
 ) -> ProcessResult:
+    """Runs the agent to its end or to the first stop reason.
+
+    ``on_line`` gets every stdout line and may return a stop reason; ``should_stop`` is
+    polled about once a second; ``before_kill`` runs with the group frozen before a
+    watchdog or budget kill (not for cancellation).
+    """
     spec.transcript.parent.mkdir(parents=True, exist_ok=True)
     spec.stderr.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -104,6 +120,8 @@ def supervise(
         try:
             on_start(proc.pid)
             _follow(spec, proc, lines, transcript, on_line, should_stop, started, result)
+            if result.stop_reason not in (None, "cancelled") and before_kill is not None:
+                _frozen(proc, lambda: before_kill(result.stop_reason or ""))
         finally:
             _stop(proc, spec.grace)
             reader.join(timeout=5)
@@ -155,23 +173,27 @@ def _follow(
     proc: subprocess.Popen[bytes],
     lines: queue.Queue[object],
     transcript: IO[bytes],
-    on_line: Callable[[bytes], object],
-    should_stop: Callable[[], bool],
+    on_line: Callable[[bytes], str | None],
+    should_stop: Callable[[], str | None],
     started: float,
     result: ProcessResult,
 ) -> None:
+    """Reads until the agent is done, or sets ``result.stop_reason`` and returns."""
     deadline = started + spec.timeout
     next_poll = started + _CANCEL_POLL_SECONDS
+    last_output = started
     eof = False
     while not (eof and proc.poll() is not None):
         now = time.monotonic()
         if now >= deadline:
-            result.timed_out = True
+            result.stop_reason = "timeout"
             return
         if now >= next_poll:
             next_poll = now + _CANCEL_POLL_SECONDS
-            if should_stop():
-                result.stopped = True
+            result.stop_reason = (
+                _watchdog(spec, proc.pid, now - last_output, result) or should_stop()
+            )
+            if result.stop_reason:
                 return
         wait = max(0.0, min(deadline, next_poll) - now)
         if eof:
@@ -186,14 +208,56 @@ def _follow(
             eof = True
             continue
         assert isinstance(item, bytes)
+        last_output = time.monotonic()
         transcript.write(item)
-        on_line(item)
+        result.stop_reason = on_line(item)
+        if result.stop_reason:
+            return
+
+
+def _watchdog(spec: ProcessSpec, pgid: int, silent_for: float, result: ProcessResult) -> str | None:
+    if spec.stall_seconds is not None and silent_for >= spec.stall_seconds:
+        return "stalled"
+    if spec.max_rss_mb is not None:
+        rss = group_rss_mb(pgid)
+        result.peak_rss_mb = max(result.peak_rss_mb, rss)
+        if rss > spec.max_rss_mb:
+            return "memory_exceeded"
+    return None
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every live process in the group, from /proc."""
+    total_pages = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total_pages += int(fields[21])  # rss, in pages
+    return total_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _frozen(proc: subprocess.Popen[bytes], action: Callable[[], object]) -> None:
+    """Runs ``action`` with the agent's group stopped, so files hold still meanwhile.
+
+    The group stays stopped: ``_stop`` sends SIGTERM first and SIGCONT after, so the
+    agent wakes up only to handle its termination.
+    """
+    kill_process_group(proc.pid, signal.SIGSTOP)
+    action()
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
     """Ends the agent and everything it started, politely first."""
     if proc.poll() is None:
         kill_process_group(proc.pid, signal.SIGTERM)
+        kill_process_group(proc.pid, signal.SIGCONT)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

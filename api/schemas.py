@@ -41,6 +41,10 @@ class JobPublic(BaseModel):
     duration_ms: int | None
     transcript_path: str | None
     changed_files: list[str] | None
+    salvaged: bool
+    timeout_seconds: int | None
+    max_turns: int | None
+    max_cost_usd: float | None
     branch: str | None
     commit_sha: str | None
     pr_url: str | None

@@ -10,7 +10,7 @@ from agenticore.models import Job, JobStatus
 from agenticore.profiles import JobConfig, Profile
 from agenticore.supervisor import ProcessResult
 
-__all__ = ["AgentBackend", "AgentOutcome", "AgentStream"]
+__all__ = ["AgentBackend", "AgentOutcome", "AgentStream", "apply_stop"]
 
 
 @dataclass
@@ -52,3 +52,23 @@ class AgentBackend(Protocol):
     def outcome(self, stream: AgentStream, process: ProcessResult) -> AgentOutcome: ...
 
     def transcript_name(self) -> str: ...
+
+
+def apply_stop(outcome: AgentOutcome, process: ProcessResult) -> None:
+    """Why the supervisor ended the run decides the status, whatever the agent reported."""
+    reason = process.stop_reason or ""
+    if reason == "timeout":
+        outcome.status = JobStatus.TIMED_OUT
+        outcome.error = f"timeout: no result within {process.duration:.0f}s; agent terminated"
+    elif reason == "cancelled":
+        outcome.status = JobStatus.CANCELLED
+        outcome.error = "cancelled"
+    elif reason == "stalled":
+        outcome.status = JobStatus.FAILED
+        outcome.error = "stalled: the agent printed nothing for too long; agent terminated"
+    elif reason == "memory_exceeded":
+        outcome.status = JobStatus.FAILED
+        outcome.error = f"memory_exceeded: agent group reached {process.peak_rss_mb:.0f} MB RSS"
+    else:
+        outcome.status = JobStatus.FAILED
+        outcome.error = reason

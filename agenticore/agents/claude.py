@@ -11,7 +11,7 @@ import json
 import signal
 from typing import Any
 
-from agenticore.agents.base import AgentOutcome, AgentStream
+from agenticore.agents.base import AgentOutcome, AgentStream, apply_stop
 from agenticore.config import Settings
 from agenticore.models import Job, JobStatus
 from agenticore.profiles import JobConfig, Profile, build_cli_args
@@ -82,12 +82,8 @@ class ClaudeBackend:
         outcome = _from_result(stream.result) if stream.result else AgentOutcome(JobStatus.FAILED)
         outcome.exit_code = process.exit_code
         outcome.session_id = stream.session_id
-        if process.timed_out:
-            outcome.status = JobStatus.TIMED_OUT
-            outcome.error = f"timeout: no result within {process.duration:.0f}s; agent terminated"
-        elif process.stopped:
-            outcome.status = JobStatus.CANCELLED
-            outcome.error = "cancelled"
+        if process.stop_reason is not None:
+            apply_stop(outcome, process)
         elif stream.result is None:
             outcome.error = _missing_result_error(process)
         elif outcome.status is JobStatus.SUCCEEDED and process.exit_code != 0:

@@ -130,3 +130,15 @@ def test_given_a_full_profile_when_materialized_then_the_job_config_dir_holds_it
     assert (config.config_dir / "CLAUDE.md").read_text() == "# Rules\n"
     assert config.mcp_config == settings.jobs_dir / job.id / ".mcp.json"
     assert json.loads(config.mcp_config.read_text()) == mcp
+
+
+def test_given_budgets_on_the_job_then_the_cli_gets_max_turns_and_max_budget(
+    settings: Settings,
+) -> None:
+    job = Job.from_spec(JobSpec(task="go", max_turns=7, max_cost_usd=1.25))
+    job = job.model_copy(update={"session_id": "0d6f1c1e-8d7a-4a53-9d0c-2f1b1e0e6a7b"})
+
+    argv = build_cli_args(load_profile(settings, "default"), job)
+
+    assert argv[argv.index("--max-turns") + 1] == "7"
+    assert argv[argv.index("--max-budget-usd") + 1] == "1.25"

@@ -247,3 +247,86 @@ def _spawned_pid(job: Job) -> int:
             text = json.dumps(json.loads(line))
             return int(text.split("spawned pid ")[1].split('"')[0].split("\\")[0].split()[0])
     raise AssertionError("no spawned pid in the transcript")
+
+
+def test_given_a_cost_budget_when_the_agent_overspends_then_it_is_stopped_mid_run(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(kill_grace_seconds=1)
+    job = submit(settings, "@fake turns 3\n@fake hang", max_cost_usd=0.001, timeout_seconds=60)
+
+    started = time.monotonic()
+    done = run(settings, job)
+
+    assert done.status is JobStatus.FAILED
+    assert done.error == "budget_exceeded: cost"
+    assert done.cost_usd is not None and done.cost_usd > 0.001, "the estimate is recorded"
+    assert time.monotonic() - started < 20, "stopped long before the wall clock"
+    assert done.max_cost_usd == 0.001
+
+
+def test_given_a_turn_budget_then_the_cli_gets_it_and_stops_at_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    done = run(settings, submit(settings, "@fake turns 5", max_turns=2))
+
+    assert done.status is JobStatus.FAILED
+    assert (done.error or "").startswith("agent_error: error_max_turns")
+    assert done.max_turns == 2
+
+
+def test_given_a_silent_agent_when_stall_seconds_pass_then_it_is_stopped_as_stalled(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(stall_seconds=1.5, kill_grace_seconds=1)
+    job = submit(settings, "@fake spawn 300\n@fake hang", timeout_seconds=60)
+
+    started = time.monotonic()
+    done = run(settings, job)
+
+    assert done.status is JobStatus.FAILED
+    assert (done.error or "").startswith("stalled")
+    assert time.monotonic() - started < 15
+    assert not pid_alive(_spawned_pid(done))
+
+
+def test_given_an_rss_cap_when_the_agent_group_exceeds_it_then_it_is_stopped(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(max_agent_rss_mb=1, kill_grace_seconds=1)
+    done = run(settings, submit(settings, "@fake hang", timeout_seconds=60))
+
+    assert done.status is JobStatus.FAILED
+    assert (done.error or "").startswith("memory_exceeded: agent group reached")
+
+
+def test_given_a_stalled_agent_with_changes_then_its_work_is_salvaged_on_the_branch(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(stall_seconds=1.5, kill_grace_seconds=1)
+    remote = make_remote(tmp_path)
+    job = submit(settings, "@fake write src/half_done.py x = 1\n@fake hang", repo_url=str(remote))
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.FAILED and done.salvaged
+    cache = JobRunner(settings).repos.repo_dir(str(remote))
+    assert git(cache, "show", f"{done.branch}:src/half_done.py") == "x = 1"
+    message = git(cache, "log", "-1", "--format=%B", done.branch or "")
+    assert message.startswith("WIP: salvaged by Agenticore (stalled)")
+    assert f"Agenticore-Job: {done.id}" in message
+    assert done.commit_sha == git(cache, "rev-parse", done.branch or "")
+    assert not (settings.worktrees_dir / done.id).exists()
+
+
+def test_given_a_timed_out_agent_without_changes_then_nothing_is_salvaged(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(kill_grace_seconds=1)
+    job = submit(settings, "@fake hang", repo_url=str(make_remote(tmp_path)), timeout_seconds=1)
+
+    done = run(settings, job)
+
+    assert done.status is JobStatus.TIMED_OUT
+    assert not done.salvaged and done.commit_sha is None

@@ -73,11 +73,16 @@ def test_given_a_success_result_and_exit_0_then_the_job_succeeded_with_its_numbe
         ([RESULT], ProcessResult(exit_code=1), JobStatus.FAILED, "agent_exit: exit code 1"),
         (
             [],
-            ProcessResult(exit_code=143, timed_out=True, duration=5),
+            ProcessResult(exit_code=143, stop_reason="timeout", duration=5),
             JobStatus.TIMED_OUT,
             "timeout",
         ),
-        ([], ProcessResult(exit_code=143, stopped=True), JobStatus.CANCELLED, "cancelled"),
+        (
+            [],
+            ProcessResult(exit_code=143, stop_reason="cancelled"),
+            JobStatus.CANCELLED,
+            "cancelled",
+        ),
         (
             [RESULT | {"is_error": True, "subtype": "error_max_turns", "errors": ["max turns"]}],
             ProcessResult(exit_code=1),
