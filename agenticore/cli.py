@@ -266,7 +266,8 @@ def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
     except ApiUnavailable as exc:
         _fail(f"{exc}\nIs it running? Start it with: agenticore up", code=1)
     except ApiError as exc:
-        _fail(exc.detail, code=2 if exc.status_code < 500 else 1)
+        # 4xx is the caller's to fix; a busy fleet (429) or a server error is not
+        _fail(exc.detail, code=2 if exc.status_code < 500 and exc.status_code != 429 else 1)
 
 
 def _follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, Any]:

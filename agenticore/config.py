@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     max_cost_usd: float | None = Field(default=None, gt=0, description="default per-job budget")
     max_turns: int | None = Field(default=None, ge=1, description="default per-job turn limit")
     max_attempts: int = Field(default=3, ge=1)
+    max_queue_depth: int | None = Field(default=None, ge=1, description="429 beyond this")
+    retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After when busy")
     model_prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     clone_timeout_seconds: int = Field(default=600, ge=10)
     allow_local_repos: bool = False

@@ -8,10 +8,12 @@ so a finished job never goes back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +91,31 @@ class JobStore:
             self._write(updated, previous=job.status)
             return updated
 
+    def claim_idempotency_key(self, key: str, job_id: str) -> str:
+        """Binds ``key`` to ``job_id`` unless another job holds it; returns the holder.
+
+        Keys live as long as job records in Redis (``JOB_TTL_SECONDS``).
+        """
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        ttl = self.settings.job_ttl_seconds
+        if self.redis is not None:
+            name = self.keys.idempotency(digest)
+            if self.redis.set(name, job_id, nx=True, ex=ttl):
+                return job_id
+            holder = self.redis.get(name)
+            return str(holder) if holder else self.claim_idempotency_key(key, job_id)
+        path = self.dir / "idempotency" / f"{digest}.json"
+        with self._locked("idempotency"):
+            try:
+                claim = json.loads(path.read_text())
+                if claim["expires"] > time.time():
+                    return str(claim["job_id"])
+            except FileNotFoundError:
+                pass
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, json.dumps({"job_id": job_id, "expires": time.time() + ttl}))
+        return job_id
+
     def ping(self) -> None:
         """Raises StoreUnavailable unless every configured backend answers."""
         try:
@@ -135,16 +162,7 @@ class JobStore:
 
     def _write_file(self, job: Job) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{job.id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(job.model_dump_json(indent=2))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._path(job.id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_write(self._path(job.id), job.model_dump_json(indent=2))
 
     def _read_file(self, job_id: str) -> Job | None:
         try:
@@ -204,6 +222,20 @@ class JobStore:
                 if len(jobs) == limit:
                     break
         return jobs
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Temp file + fsync + rename: readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _decode(raw: dict[str, str]) -> Job:

@@ -6,6 +6,7 @@ All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's un
     <prefix>:job:<id>              hash, one field per Job attribute (JSON values), TTL
     <prefix>:jobs                  sorted set, all job ids (score 0, ids sort by time)
     <prefix>:jobs:<status>         sorted set, ids currently in that status
+    <prefix>:idem:<sha256(key)>    string, job id owning an Idempotency-Key, TTL
     <prefix>:lock:<name>           redis-py Lock (repo clones, job updates)
     <prefix>:permits:<scope>       sorted set, permit holders, score = lease expiry (unix s)
 """
@@ -36,3 +37,6 @@ class KeySchema:
 
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
+
+    def idempotency(self, digest: str) -> str:
+        return f"{self.prefix}:idem:{digest}"

@@ -93,6 +93,7 @@ class JobSpec(BaseModel):
     max_turns: int | None = Field(default=None, ge=1, le=10_000)
     max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
     keep_worktree: bool = False
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("task")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,9 @@ def _pings(client: redis.Redis) -> bool:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICORE_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"AGENTICORE_{name.upper()}"] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        env[f"AGENTICORE_{name.upper()}"] = text
     env.pop("CLAUDECODE", None)
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
@@ -152,11 +153,7 @@ def fleet(
         env=env, cwd=REPO_ROOT,
         stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    api = subprocess.Popen(
-        [sys.executable, "-m", "agenticore.cli", "serve", "--port", str(port)],
-        env=env, cwd=REPO_ROOT,
-        stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    api = start_api(env, port, logs / "api.log")
     http = httpx.Client(base_url=settings.api_url, timeout=30)
     try:
         wait_for(lambda: _healthy(http), timeout=30, what="the API")
@@ -174,6 +171,29 @@ def fleet(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agenticore.cli", "serve", "--port", str(port)],
+        env=env, cwd=REPO_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+@contextmanager
+def extra_api(fleet: Fleet, **overrides: str) -> Iterator[httpx.Client]:
+    """A second API on the fleet's broker and store, with other settings (e.g. limits)."""
+    port = free_port()
+    env = fleet.env | {f"AGENTICORE_{k.upper()}": v for k, v in overrides.items()}
+    api = start_api(env, port, fleet.logs / f"api-{port}.log")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        wait_for(lambda: _healthy(http), timeout=30, what="the extra API")
+        yield http
+    finally:
+        http.close()
+        api.terminate()
+        api.wait(timeout=20)
 
 
 def _healthy(http: httpx.Client) -> bool:

@@ -7,8 +7,9 @@ import logging
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
+from agenticore.config import Settings
 from agenticore.errors import InvalidTransition
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobSpec, JobStatus, utcnow
@@ -16,6 +17,7 @@ from agenticore.profiles import load_profile
 from agenticore.redaction import redact_text
 from agenticore.repos import validate_repo_url
 from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.dispatch import Dispatcher
 from api.schemas import JobCreate, JobPublic, JobsPublic
 
 __all__ = ["router"]
@@ -34,12 +36,23 @@ async def create_job(
     settings: SettingsDep,
     store: StoreDep,
     dispatcher: DispatcherDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Job:
     spec = JobSpec.model_validate(body.model_dump(exclude={"wait", "wait_timeout_seconds"}))
+    if idempotency_key and spec.idempotency_key and idempotency_key != spec.idempotency_key:
+        raise HTTPException(422, "Idempotency-Key header and idempotency_key field differ")
+    spec.idempotency_key = spec.idempotency_key or idempotency_key
     if spec.repo_url is not None:
         validate_repo_url(spec.repo_url, allow_local=settings.allow_local_repos)
     load_profile(settings, spec.profile)
-    job = await asyncio.to_thread(store.create, Job.from_spec(spec))
+    # admit before claiming the key: a refused request must not bind it to no job
+    await asyncio.to_thread(_admit, settings, dispatcher)
+    job = Job.from_spec(spec)
+    if spec.idempotency_key:
+        holder = await asyncio.to_thread(store.claim_idempotency_key, spec.idempotency_key, job.id)
+        if holder != job.id:
+            return await _existing(store, holder)
+    job = await asyncio.to_thread(store.create, job)
     try:
         await asyncio.to_thread(dispatcher.submit, job.id)
     except Exception as exc:
@@ -88,6 +101,33 @@ def cancel_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
         log.warning(
             "job %s: revoke failed (%s); the worker stops it on its next check", job_id, exc
         )
+    return job
+
+
+def _admit(settings: Settings, dispatcher: Dispatcher) -> None:
+    """Backpressure: past MAX_QUEUE_DEPTH nothing new is accepted, so nothing is dropped."""
+    if settings.max_queue_depth is None:
+        return
+    depth = dispatcher.queue_depth()
+    if depth >= settings.max_queue_depth:
+        retry = settings.retry_after_seconds
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"the fleet is busy: {depth} jobs are waiting (limit {settings.max_queue_depth}); "
+            f"retry in {retry}s",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+async def _existing(store: JobStore, job_id: str) -> Job:
+    """The job an earlier request with the same key created (it may be a moment behind)."""
+    deadline = time.monotonic() + 5
+    while (job := await asyncio.to_thread(store.find, job_id)) is None:
+        if time.monotonic() >= deadline:
+            raise HTTPException(
+                409, f"a request with this Idempotency-Key is still creating {job_id}"
+            )
+        await asyncio.sleep(0.05)
     return job
 
 
