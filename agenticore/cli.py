@@ -35,7 +35,7 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
-FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
+FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out", "dead"}
 STATE_STYLE = {
     "queued": "yellow",
     "running": "cyan",
@@ -43,6 +43,7 @@ STATE_STYLE = {
     "failed": "red",
     "cancelled": "magenta",
     "timed_out": "red",
+    "dead": "red",
 }
 CELERY_QUEUE = "agenticore"
 

@@ -92,10 +92,15 @@ class NoPermit(AgenticoreError):
 
 
 class RepoError(AgenticoreError):
-    def __init__(self, message: str, *, repo: str, job_id: str | None = None) -> None:
+    """``transient``: talking to the remote failed (network, auth); another try may work."""
+
+    def __init__(
+        self, message: str, *, repo: str, job_id: str | None = None, transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.repo = repo
         self.job_id = job_id
+        self.transient = transient
 
 
 class AgentError(AgenticoreError):

@@ -7,6 +7,7 @@ All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's un
     <prefix>:jobs                  sorted set, all job ids (score 0, ids sort by time)
     <prefix>:jobs:<status>         sorted set, ids currently in that status
     <prefix>:idem:<sha256(key)>    string, job id owning an Idempotency-Key, TTL
+    <prefix>:breaker:<name>        hash, circuit breaker state of an agent backend
     <prefix>:lock:<name>           redis-py Lock (repo clones, job updates)
     <prefix>:permits:<scope>       sorted set, permit holders, score = lease expiry (unix s)
 """
@@ -40,3 +41,6 @@ class KeySchema:
 
     def idempotency(self, digest: str) -> str:
         return f"{self.prefix}:idem:{digest}"
+
+    def breaker(self, name: str) -> str:
+        return f"{self.prefix}:breaker:{name}"

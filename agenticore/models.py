@@ -35,6 +35,7 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    DEAD = "dead"  # out of attempts after infrastructure failures; re-queued only on request
 
     @property
     def terminal(self) -> bool:
@@ -42,13 +43,21 @@ class JobStatus(str, Enum):
 
 
 TERMINAL = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.TIMED_OUT,
+        JobStatus.DEAD,
+    }
 )
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
     # running -> running is a redelivered attempt; running -> queued hands a job back
     JobStatus.RUNNING: frozenset({JobStatus.RUNNING, JobStatus.QUEUED} | TERMINAL),
+    # the dead-letter list is the one way back: an explicit retry
+    JobStatus.DEAD: frozenset({JobStatus.QUEUED}),
 }
 
 

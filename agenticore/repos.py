@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9.-]+:(?!-)[^\s]+$")
 # never prompt for credentials: a job must fail, not hang on a tty that isn't there
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+_REMOTE_COMMANDS = frozenset({"fetch", "remote", "clone", "ls-remote"})
 _SALVAGE_IDENTITY = {
     "GIT_AUTHOR_NAME": "Agenticore",
     "GIT_AUTHOR_EMAIL": "agenticore@localhost",
@@ -218,6 +219,8 @@ class RepoCache:
         except git.GitCommandError as exc:
             detail = redact_text(str(exc.stderr or exc).strip())
             raise RepoError(
-                f"git {args[0]} failed for {redact_url(url)}: {detail}", repo=redact_url(url)
+                f"git {args[0]} failed for {redact_url(url)}: {detail}",
+                repo=redact_url(url),
+                transient=args[0] in _REMOTE_COMMANDS,
             ) from None
         return out

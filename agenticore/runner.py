@@ -6,18 +6,29 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from agenticore.agents import AgentOutcome, get_backend
+from agenticore.breaker import CircuitBreaker
 from agenticore.budgets import Budget, CostMeter, price_for
 from agenticore.config import Settings
-from agenticore.errors import AgenticoreError, InvalidTransition
+from agenticore.errors import (
+    AgentError,
+    AgenticoreError,
+    InvalidTransition,
+    LockTimeout,
+    NoPermit,
+    RepoError,
+)
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, utcnow
+from agenticore.permits import Limit, Permit, PermitGate
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
-from agenticore.repos import RepoCache, Workspace
+from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.supervisor import (
     ProcessSpec,
     Terminated,
@@ -36,34 +47,53 @@ class JobRunner:
         self.settings = settings
         self.store = store or JobStore(settings)
         self.repos = RepoCache(settings)
+        self.gate = PermitGate(
+            settings,
+            lease_seconds=settings.permit_lease_seconds,
+            retry_after=settings.retry_backoff_seconds,
+        )
 
     def run(self, job_id: str, *, worker: str | None = None) -> Job:
+        """Runs the job once. Returns it finished, or ``queued`` again for a retry.
+
+        Raises ``NoPermit`` (breaker open, no free permit) before anything starts: the
+        caller defers the job and asks again after ``retry_after``.
+        """
         job = self.store.get(job_id)
         if job.terminal:
             log.info("job %s is already %s; nothing to do", job_id, job.status.value)
             return job
+        worker = worker or self.settings.worker_identity()
+        breaker = CircuitBreaker(self.settings, job.agent)
+        wait = breaker.allow()
+        if wait:
+            raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
+        with self.gate.acquire(job.id, self._limits(job, worker)) as permit:
+            return self._run_permitted(job, worker, breaker, permit)
+
+    def _run_permitted(self, job: Job, worker: str, breaker: CircuitBreaker, permit: Permit) -> Job:
         try:
-            job = self._start(job, worker or self.settings.worker_identity())
+            job = self._start(job, worker)
         except InvalidTransition:
-            return self.store.get(job_id)  # cancelled between the read and the start
+            return self.store.get(job.id)  # cancelled between the read and the start
         workspace: Workspace | None = None
         try:
             workspace = self._prepare(job)
-            job = self.store.get(job_id)
-            outcome = self._execute(job, workspace)
+            job = self.store.get(job.id)
+            outcome = self._execute(job, workspace, permit)
             changed, head = self.repos.changes(workspace)
-            return self._finish(job_id, outcome, changed_files=changed, commit_sha=head)
+            return self._finish(job, outcome, breaker, changed_files=changed, commit_sha=head)
         except Terminated:
             # the agent's group is already dead (supervise's finally); record and let the
             # caller end its process as whoever sent SIGTERM expects
-            self._interrupted(job_id)
+            self._interrupted(job.id)
             raise
         except AgenticoreError as exc:
-            return self._finish(job_id, AgentOutcome(JobStatus.FAILED, error=str(exc)))
+            return self._finish(job, _failure(exc), breaker)
         except Exception as exc:
-            log.exception("job %s failed inside Agenticore", job_id)
+            log.exception("job %s failed inside Agenticore", job.id)
             error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
-            return self._finish(job_id, AgentOutcome(JobStatus.FAILED, error=error))
+            return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
         finally:
             if workspace is not None and not job.keep_worktree:
                 self._cleanup(job)
@@ -110,7 +140,7 @@ class JobRunner:
         )
         return workspace
 
-    def _execute(self, job: Job, workspace: Workspace) -> AgentOutcome:
+    def _execute(self, job: Job, workspace: Workspace, permit: Permit) -> AgentOutcome:
         profile = load_profile(self.settings, job.profile)
         backend = get_backend(job.agent)
         # a resumed session keeps its id; a fresh attempt gets a new one (ids are single-use)
@@ -160,7 +190,7 @@ class JobRunner:
                 spec,
                 on_line=on_line,
                 on_start=lambda pid: self.store.update(job.id, agent_pid=pid),
-                should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
+                should_stop=self._watch(job.id, permit),
                 before_kill=salvage,
             )
         outcome = backend.outcome(stream, process)
@@ -171,14 +201,25 @@ class JobRunner:
 
     def _finish(
         self,
-        job_id: str,
+        job: Job,
         outcome: AgentOutcome,
+        breaker: CircuitBreaker,
         *,
         changed_files: list[str] | None = None,
         commit_sha: str | None = None,
     ) -> Job:
+        job_id = job.id
+        if outcome.infra:
+            breaker.record_failure(outcome.error or "")
+        elif outcome.status is not JobStatus.CANCELLED:
+            breaker.record_success()
+        status = outcome.status
+        if outcome.infra or outcome.retryable:
+            # another attempt, or the dead-letter list once attempts are spent
+            spent = job.attempts >= self.settings.max_attempts
+            status = JobStatus.DEAD if spent else JobStatus.QUEUED
         fields: dict[str, Any] = {
-            "finished_at": utcnow(),
+            "finished_at": utcnow() if status.terminal else None,
             "exit_code": outcome.exit_code,
             "result": outcome.result,
             "error": outcome.error,
@@ -193,13 +234,26 @@ class JobRunner:
         if outcome.session_id:
             fields["session_id"] = outcome.session_id
         try:
-            job = self.store.update(job_id, status=outcome.status, **fields)
+            job = self.store.update(job_id, status=status, **fields)
         except InvalidTransition:
             # cancelled while it ran: keep the cancellation, still record what the agent did
             fields.pop("error")
             job = self.store.update(job_id, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job
+
+    def _limits(self, job: Job, worker: str) -> list[Limit]:
+        settings = self.settings
+        limits = [
+            Limit(f"node:{worker}", settings.max_parallel_jobs),
+            Limit("fleet", settings.fleet_max_jobs),
+            Limit(f"profile:{job.profile}", settings.profile_max_jobs.get(job.profile)),
+        ]
+        if job.repo_url is not None:
+            limits.append(
+                Limit(f"repo:{repo_key(job.repo_url)}", settings.repo_max_jobs.get(job.repo_url))
+            )
+        return limits
 
     def _interrupted(self, job_id: str) -> Job:
         """Cancelled jobs stay cancelled; others are handed back for redelivery."""
@@ -219,6 +273,21 @@ class JobRunner:
         except AgenticoreError as exc:
             log.warning("job %s: worktree cleanup failed: %s", job.id, exc)
 
+    def _watch(self, job_id: str, permit: Permit) -> Callable[[], str | None]:
+        """The supervisor's once-a-second poll: renew the permit, notice a cancellation."""
+        every = self.settings.permit_lease_seconds / 3
+        next_renewal = time.monotonic() + every
+
+        def watch() -> str | None:
+            nonlocal next_renewal
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + every
+                if not permit.renew():
+                    log.warning("job %s: its permit lapsed; it runs on", job_id)
+            return "cancelled" if self._cancel_requested(job_id) else None
+
+        return watch
+
     def _cancel_requested(self, job_id: str) -> bool:
         job = self.store.find(job_id)
         return job is not None and job.status is JobStatus.CANCELLED
@@ -232,3 +301,12 @@ class JobRunner:
             max_cost_usd=job.max_cost_usd or profile.max_cost_usd or self.settings.max_cost_usd,
             max_attempts=self.settings.max_attempts,
         )
+
+
+def _failure(exc: AgenticoreError) -> AgentOutcome:
+    """A failure before or around the agent: which ones deserve another attempt."""
+    outcome = AgentOutcome(JobStatus.FAILED, error=str(exc))
+    outcome.infra = isinstance(exc, AgentError)  # the agent could not even start
+    transient = isinstance(exc, RepoError) and exc.transient
+    outcome.retryable = transient or isinstance(exc, LockTimeout)  # network, contention
+    return outcome

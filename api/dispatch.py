@@ -41,9 +41,10 @@ class Dispatcher:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
 
-    def workers(self, timeout: float = 1.0) -> list[str]:
-        replies: dict[str, Any] | None = self.celery.control.inspect(timeout=timeout).ping()
-        return sorted(replies or {})
+    def workers(self, timeout: float = 1.0) -> dict[str, int]:
+        """Workers that answered, with the number of jobs each is running."""
+        replies: dict[str, Any] | None = self.celery.control.inspect(timeout=timeout).active()
+        return {name: len(active or []) for name, active in sorted((replies or {}).items())}
 
     def close(self) -> None:
         self.celery.close()

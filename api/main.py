@@ -21,7 +21,7 @@ from agenticore.errors import (
 from agenticore.jobs import JobStore
 from api.deps import AppState
 from api.dispatch import Dispatcher
-from api.routes import health, jobs, profiles
+from api.routes import health, jobs, profiles, status
 
 __all__ = ["app", "create_app"]
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(profiles.router)
     app.include_router(health.router)
+    app.include_router(status.router)
     app.add_exception_handler(AgenticoreError, _agenticore_error)  # type: ignore[arg-type]
     return app
 

@@ -9,7 +9,17 @@ from pydantic import BaseModel, Field
 
 from agenticore.models import JobSpec, JobStatus
 
-__all__ = ["JobCreate", "JobPublic", "JobsPublic", "ProfilePublic", "ProfilesPublic", "Readiness"]
+__all__ = [
+    "BreakerPublic",
+    "FleetStatus",
+    "JobCreate",
+    "JobPublic",
+    "JobsPublic",
+    "ProfilePublic",
+    "ProfilesPublic",
+    "Readiness",
+    "WorkerPublic",
+]
 
 
 class JobCreate(JobSpec):
@@ -75,3 +85,25 @@ class Readiness(BaseModel):
     broker: str
     store: str
     backend: str
+
+
+class WorkerPublic(BaseModel):
+    name: str
+    state: str
+    running: int
+    permits_in_use: int
+
+
+class BreakerPublic(BaseModel):
+    name: str
+    state: str
+    failures: int
+    retry_in_seconds: float
+    last_error: str | None
+
+
+class FleetStatus(BaseModel):
+    workers: list[WorkerPublic]
+    breakers: list[BreakerPublic]
+    queue_depth: int
+    running: int

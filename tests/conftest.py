@@ -116,7 +116,7 @@ class Fleet:
         return body
 
     def wait_until_final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
-        final = {"succeeded", "failed", "cancelled", "timed_out"}
+        final = {"succeeded", "failed", "cancelled", "timed_out", "dead"}
         return wait_for(
             lambda: (job := self.job(job_id))["status"] in final and job,
             timeout=timeout,
@@ -125,29 +125,30 @@ class Fleet:
         )
 
 
-@pytest.fixture(scope="session", params=["redis", "embedded"])
-def fleet(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
-) -> Iterator[Fleet]:
-    """A real API (uvicorn) and a real prefork Celery worker, per backend, for the session."""
-    backend = request.param
-    home = tmp_path_factory.mktemp(f"fleet-{backend}")
+@contextmanager
+def running_fleet(backend: str, home: Path, redis_url: str, **overrides: Any) -> Iterator[Fleet]:
+    """A real API (uvicorn) and a real prefork Celery worker on their own home and keys."""
     port = free_port()
-    settings = Settings(
-        home=home,
-        redis_url=redis_url if backend == "redis" else None,
-        redis_key_prefix=f"agtest-{uuid.uuid4().hex[:10]}",
-        claude_bin=str(FAKE_CLAUDE),
-        allow_local_repos=True,
-        kill_grace_seconds=2,
-        max_parallel_jobs=2,
-        port=port,
-        api_url=f"http://127.0.0.1:{port}",
-        worker_name=f"test-{backend}",
-    )
+    values: dict[str, Any] = {
+        "home": home,
+        "redis_url": redis_url if backend == "redis" else None,
+        "redis_key_prefix": f"agtest-{uuid.uuid4().hex[:10]}",
+        "claude_bin": str(FAKE_CLAUDE),
+        "allow_local_repos": True,
+        "kill_grace_seconds": 2,
+        "max_parallel_jobs": 2,
+        "port": port,
+        "api_url": f"http://127.0.0.1:{port}",
+        "worker_name": f"test-{backend}",
+        "retry_backoff_seconds": 0.5,
+        "retry_backoff_max_seconds": 2,
+        # high enough that crash tests on the shared fleet never open it
+        "breaker_threshold": 50,
+    }
+    settings = Settings(**(values | overrides))
     env = settings_env(settings)
     logs = home / "logs"
-    logs.mkdir()
+    logs.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "agenticore.cli", "worker", "--loglevel", "info"],
         env=env, cwd=REPO_ROOT,
@@ -171,6 +172,16 @@ def fleet(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="session", params=["redis", "embedded"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[Fleet]:
+    """One fleet per backend, shared by the whole session."""
+    home = tmp_path_factory.mktemp(f"fleet-{request.param}")
+    with running_fleet(request.param, home, redis_url) as fleet:
+        yield fleet
 
 
 def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -5,6 +5,7 @@ Tasks are thin: they pass ids, re-read state from the job store and call the lib
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from functools import lru_cache
@@ -13,13 +14,17 @@ from typing import Any
 from celery import Task
 
 from agenticore.config import get_settings
+from agenticore.errors import NoPermit
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobSpec
+from agenticore.models import Job, JobSpec, JobStatus
+from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
 from agenticore.supervisor import Terminated
 from workers.app import RUN_JOB, app
 
 __all__ = ["run_job"]
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -36,10 +41,24 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     if isinstance(job, dict):
         job_id = self.request.id or None
         job = runner.store.create(Job.from_spec(JobSpec.model_validate(job), job_id)).id
+    settings = runner.settings
     try:
-        runner.run(job, worker=self.request.hostname)
+        outcome = runner.run(job, worker=self.request.hostname)
+    except NoPermit as exc:
+        # deferred, never dropped: the same message comes back later (not an attempt)
+        log.info("job %s deferred %.1fs: %s", job, exc.retry_after, exc.reason)
+        raise self.retry(countdown=jittered(max(exc.retry_after, 1.0)), max_retries=None) from None
     except Terminated:
         _die_as_signalled()
+    if outcome.status is JobStatus.QUEUED:
+        delay = backoff_seconds(
+            outcome.attempts,
+            base=settings.retry_backoff_seconds,
+            cap=settings.retry_backoff_max_seconds,
+        )
+        log.info("job %s: attempt %d failed (%s); retry in %.0fs", job, outcome.attempts,
+                 outcome.error, delay)  # fmt: skip
+        raise self.retry(countdown=delay, max_retries=None)
     return job
 
 

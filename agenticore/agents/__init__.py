@@ -8,13 +8,13 @@ from agenticore.agents.base import AgentBackend, AgentOutcome
 from agenticore.agents.claude import ClaudeBackend
 from agenticore.errors import InvalidRequest
 
-__all__ = ["AgentBackend", "AgentOutcome", "get_backend"]
+__all__ = ["BACKENDS", "AgentBackend", "AgentOutcome", "get_backend"]
 
-_BACKENDS: dict[str, Callable[[], AgentBackend]] = {"claude": ClaudeBackend}
+BACKENDS: dict[str, Callable[[], AgentBackend]] = {"claude": ClaudeBackend}
 
 
 def get_backend(name: str) -> AgentBackend:
     try:
-        return _BACKENDS[name]()
+        return BACKENDS[name]()
     except KeyError:
-        raise InvalidRequest(f"unknown agent {name!r}; available: {', '.join(_BACKENDS)}") from None
+        raise InvalidRequest(f"unknown agent {name!r}; available: {', '.join(BACKENDS)}") from None

@@ -24,6 +24,10 @@ class AgentOutcome:
     session_id: str | None = None
     duration_ms: int | None = None
     exit_code: int | None = None
+    # infra: the agent or its provider broke (crash, auth, API): counts for the breaker and
+    # is retried; retryable alone: our side broke (clone failed), retried, breaker untouched
+    infra: bool = False
+    retryable: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

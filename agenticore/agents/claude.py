@@ -86,6 +86,8 @@ class ClaudeBackend:
             apply_stop(outcome, process)
         elif stream.result is None:
             outcome.error = _missing_result_error(process)
+            # exit 1 without a result is the CLI refusing its arguments: retrying won't help
+            outcome.infra = process.exit_code != 1
         elif outcome.status is JobStatus.SUCCEEDED and process.exit_code != 0:
             outcome.status = JobStatus.FAILED
             outcome.error = f"agent_exit: exit code {process.exit_code} after a success result"
@@ -108,7 +110,23 @@ def _from_result(event: dict[str, Any]) -> AgentOutcome:
         errors = event.get("errors") or ([text] if text else [])
         detail = "; ".join(str(e) for e in errors) or "no details"
         outcome.error = f"agent_error: {subtype}: {redact_text(detail)}"
+        outcome.infra = _provider_failure(event, detail)
     return outcome
+
+
+_PROVIDER_SIGNS = ("api error", "invalid api key", "/login", "authentication", "overloaded",
+                   "rate limit", "credit balance")  # fmt: skip
+
+
+def _provider_failure(event: dict[str, Any], detail: str) -> bool:
+    """Auth and API errors are the provider's failure, not the task's.
+
+    The CLI reports a failed login as ``subtype: success`` with ``is_error: true``; API
+    outages end with ``terminal_reason: api_error``.
+    """
+    if event.get("subtype") == "success" or event.get("terminal_reason") == "api_error":
+        return True
+    return any(sign in detail.lower() for sign in _PROVIDER_SIGNS)
 
 
 def _missing_result_error(process: ProcessResult) -> str:
@@ -121,6 +139,8 @@ def _missing_result_error(process: ProcessResult) -> str:
         return f"agent_killed: the agent died from signal {-code} before a result{suffix}"
     if code == 0:
         return f"no_result: the agent exited 0 without a result event{suffix}"
+    if code == 1:
+        return f"agent_usage_error: the agent refused to run{suffix}"
     return f"agent_crashed: exit code {code} without a result event{suffix}"
 
 

@@ -131,6 +131,17 @@ async def _existing(store: JobStore, job_id: str) -> Job:
     return job
 
 
+@router.post("/{job_id}/retry", response_model=JobPublic)
+def retry_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
+    """Takes a job off the dead-letter list and queues it with a fresh set of attempts."""
+    job = store.get(job_id)
+    if job.status is not JobStatus.DEAD:
+        raise HTTPException(409, f"job {job_id} is {job.status.value}; only dead jobs are retried")
+    job = store.update(job_id, status=JobStatus.QUEUED, attempts=0, finished_at=None)
+    dispatcher.submit(job_id)
+    return job
+
+
 async def _wait_for_end(store: JobStore, job_id: str, timeout: float) -> Job:
     deadline = time.monotonic() + timeout
     while True:

@@ -11,8 +11,12 @@ from agenticore.models import TERMINAL, Job, JobSpec, JobStatus, can_transition,
 
 
 def test_given_a_finished_job_then_it_can_never_change_status() -> None:
-    for done in TERMINAL:
+    for done in TERMINAL - {JobStatus.DEAD}:
         assert not any(can_transition(done, wanted) for wanted in JobStatus)
+
+
+def test_given_a_dead_job_then_only_an_explicit_requeue_brings_it_back() -> None:
+    assert [s for s in JobStatus if can_transition(JobStatus.DEAD, s)] == [JobStatus.QUEUED]
 
 
 def test_given_the_lifecycle_then_only_forward_moves_and_hand_backs_are_allowed() -> None:

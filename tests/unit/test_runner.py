@@ -105,37 +105,54 @@ def test_given_lines_over_64k_and_noise_when_run_then_the_result_is_still_parsed
 
 
 @pytest.mark.parametrize(
-    ("directive", "error"),
+    ("directive", "status", "error"),
     [
         (
             "@fake fail the tests do not pass",
+            JobStatus.FAILED,
             "agent_error: error_during_execution: the tests do not pass",
         ),
-        ("@fake auth-error", "agent_error: success: Invalid API key"),
+        ("@fake auth-error", JobStatus.DEAD, "agent_error: success: Invalid API key"),
         (
             "@fake crash 3",
+            JobStatus.DEAD,
             "agent_crashed: exit code 3 without a result event: fatal: simulated crash",
         ),
     ],
 )
 def test_given_a_failing_agent_when_run_then_the_error_says_why(
-    make_settings: Callable[..., Settings], directive: str, error: str
+    make_settings: Callable[..., Settings], directive: str, status: JobStatus, error: str
 ) -> None:
-    settings = make_settings()
+    # task failures end the job; provider failures are retried, here with no attempts left
+    settings = make_settings(max_attempts=1)
     done = run(settings, submit(settings, directive))
 
-    assert done.status is JobStatus.FAILED
+    assert done.status is status
     assert (done.error or "").startswith(error), done.error
     assert done.finished_at is not None
+
+
+def test_given_an_infrastructure_failure_with_attempts_left_then_the_job_is_queued_again(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(max_attempts=2)
+    job = submit(settings, "@fake crash 3")
+
+    first = run(settings, job)
+    second = run(settings, first)
+
+    assert (first.status, first.attempts, first.finished_at) == (JobStatus.QUEUED, 1, None)
+    assert first.error and first.error.startswith("agent_crashed")
+    assert (second.status, second.attempts) == (JobStatus.DEAD, 2)
 
 
 def test_given_a_missing_agent_binary_when_run_then_the_job_fails_cleanly(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(claude_bin="/nonexistent/claude")
+    settings = make_settings(claude_bin="/nonexistent/claude", max_attempts=1)
     done = run(settings, submit(settings, "x"))
 
-    assert done.status is JobStatus.FAILED
+    assert done.status is JobStatus.DEAD
     assert (done.error or "").startswith("agent_not_found")
 
 
@@ -221,7 +238,8 @@ def test_given_an_unknown_session_when_resumed_then_the_job_fails_clearly(
     ghost = "8a1c7c52-8e1f-4d0f-9a51-1f1c7d1e2a3b"
     done = run(settings, submit(settings, "continue", session_id=ghost))
 
-    assert done.status is JobStatus.FAILED
+    assert done.status is JobStatus.FAILED, "a usage error is not retried"
+    assert (done.error or "").startswith("agent_usage_error")
     assert f"No conversation found with session ID: {ghost}" in (done.error or "")
 
 

@@ -106,3 +106,44 @@ def test_given_a_secret_in_stderr_then_the_error_redacts_it() -> None:
     outcome = ClaudeBackend().outcome(stream_of(), process)
 
     assert "ghp_x" not in (outcome.error or "")
+
+
+@pytest.mark.parametrize(
+    ("events", "exit_code", "infra"),
+    [
+        ([], 3, True),
+        ([], -9, True),
+        ([], 1, False),
+        ([RESULT | {"is_error": True, "result": "Invalid API key · Please run /login"}], 1, True),
+        (
+            [
+                RESULT
+                | {
+                    "is_error": True,
+                    "subtype": "error_during_execution",
+                    "terminal_reason": "api_error",
+                    "errors": ["API Error: 529"],
+                }
+            ],
+            1,
+            True,
+        ),
+        (
+            [RESULT | {"is_error": True, "subtype": "error_during_execution", "errors": ["bad"]}],
+            1,
+            False,
+        ),
+        (
+            [RESULT | {"is_error": True, "subtype": "error_max_turns", "errors": ["turns"]}],
+            1,
+            False,
+        ),
+        ([RESULT], 0, False),
+    ],
+)
+def test_given_a_failure_then_provider_and_crash_failures_count_as_infrastructure(
+    events: list[object], exit_code: int, infra: bool
+) -> None:
+    outcome = ClaudeBackend().outcome(stream_of(*events), ProcessResult(exit_code=exit_code))
+
+    assert outcome.infra is infra, outcome.error

@@ -1,0 +1,66 @@
+"""/status: workers, breakers and the queue, for people and autoscalers; /dlq: dead jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from agenticore.agents import BACKENDS
+from agenticore.breaker import CircuitBreaker
+from agenticore.models import JobStatus
+from agenticore.permits import PermitGate
+from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.schemas import BreakerPublic, FleetStatus, JobPublic, JobsPublic, WorkerPublic
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/status", response_model=FleetStatus)
+async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> FleetStatus:
+    workers, depth = await asyncio.gather(
+        asyncio.to_thread(dispatcher.workers), asyncio.to_thread(dispatcher.queue_depth)
+    )
+    gate = PermitGate(settings)
+    now = time.time()
+    breakers = []
+    for name in BACKENDS:
+        state = CircuitBreaker(settings, name).status()
+        breakers.append(
+            BreakerPublic(
+                name=name,
+                state=state.state.value,
+                failures=state.failures,
+                retry_in_seconds=round(state.retry_in(settings.breaker_cooldown_seconds, now), 1),
+                last_error=state.last_error,
+            )
+        )
+    return FleetStatus(
+        workers=[
+            WorkerPublic(
+                name=name,
+                state="busy" if running else "online",
+                running=running,
+                permits_in_use=gate.in_use(f"node:{name}"),
+            )
+            for name, running in workers.items()
+        ],
+        breakers=breakers,
+        queue_depth=depth,
+        running=gate.in_use("fleet"),
+    )
+
+
+@router.get("/dlq", response_model=JobsPublic)
+def dead_letters(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobsPublic:
+    jobs, next_cursor = store.list_jobs(status=JobStatus.DEAD, limit=limit, cursor=cursor)
+    data = [JobPublic.model_validate(job, from_attributes=True) for job in jobs]
+    return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)
