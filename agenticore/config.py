@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     fleet_max_jobs: int | None = Field(default=None, ge=1, description="jobs at once, fleet-wide")
     profile_max_jobs: dict[str, int] = Field(default_factory=dict, description="per profile")
     repo_max_jobs: dict[str, int] = Field(default_factory=dict, description="per repo URL")
-    permit_lease_seconds: float = Field(default=60.0, gt=0)
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="permits and running-job heartbeats expire after this"
+    )
     retry_backoff_seconds: float = Field(default=10.0, gt=0, description="first retry delay")
     retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
     max_queue_depth: int | None = Field(default=None, ge=1, description="429 beyond this")

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +50,7 @@ from agenticore.errors import LockTimeout, NoPermit, StoreUnavailable
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 
-__all__ = ["Limit", "Permit", "PermitGate"]
+__all__ = ["Limit", "Permit", "PermitGate", "kept_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,29 @@ class PermitGate:
             return self._backend.holders(scope)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"permit store unavailable: {exc}") from exc
+
+
+@contextmanager
+def kept_alive(permit: Permit, every: float) -> Iterator[Permit]:
+    """Renews ``permit`` on a background thread until the block ends.
+
+    A thread, not the job's own loop: cloning a large repo or any other slow step must not
+    let the lease lapse, or the job would look abandoned while it runs.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            if not permit.renew():
+                log.warning("permit of %s lapsed; it keeps running", permit.holder)
+
+    thread = threading.Thread(target=beat, name=f"lease-{permit.holder}", daemon=True)
+    thread.start()
+    try:
+        yield permit
+    finally:
+        stop.set()
+        thread.join(timeout=every)
 
 
 def _limited(limits: Sequence[Limit]) -> list[tuple[str, int]]:

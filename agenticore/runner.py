@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from agenticore.agents import AgentOutcome, get_backend
@@ -25,19 +23,18 @@ from agenticore.errors import (
 )
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, utcnow
-from agenticore.permits import Limit, Permit, PermitGate
+from agenticore.permits import Limit, PermitGate, kept_alive
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.supervisor import (
     ProcessSpec,
     Terminated,
-    kill_process_group,
     sigterm_raises,
     supervise,
 )
 
-__all__ = ["JobRunner"]
+__all__ = ["JobRunner", "job_scope"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +46,7 @@ class JobRunner:
         self.repos = RepoCache(settings)
         self.gate = PermitGate(
             settings,
-            lease_seconds=settings.permit_lease_seconds,
+            lease_seconds=settings.lease_seconds,
             retry_after=settings.retry_backoff_seconds,
         )
 
@@ -68,10 +65,25 @@ class JobRunner:
         wait = breaker.allow()
         if wait:
             raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
-        with self.gate.acquire(job.id, self._limits(job, worker)) as permit:
-            return self._run_permitted(job, worker, breaker, permit)
+        # the job's own scope (limit 1) is its heartbeat lease: while one delivery runs it,
+        # a duplicate delivery is deferred, and when the holder dies the lease lapses
+        holder = f"{job.id}/{uuid.uuid4().hex[:8]}"
+        limits = [Limit(job_scope(job.id), 1), *self._limits(job, worker)]
+        every = self.settings.lease_seconds / 3
+        with self.gate.acquire(holder, limits) as permit, kept_alive(permit, every):
+            return self._run_permitted(job, worker, breaker)
 
-    def _run_permitted(self, job: Job, worker: str, breaker: CircuitBreaker, permit: Permit) -> Job:
+    def _run_permitted(self, job: Job, worker: str, breaker: CircuitBreaker) -> Job:
+        job = self.store.get(job.id)  # re-read under the lease: another delivery may have run it
+        if job.terminal:
+            return job
+        if job.status is JobStatus.RUNNING and job.attempts >= self.settings.max_attempts:
+            return self.store.update(
+                job.id,
+                status=JobStatus.DEAD,
+                finished_at=utcnow(),
+                error=f"worker_lost: the worker running attempt {job.attempts} disappeared",
+            )
         try:
             job = self._start(job, worker)
         except InvalidTransition:
@@ -80,7 +92,7 @@ class JobRunner:
         try:
             workspace = self._prepare(job)
             job = self.store.get(job.id)
-            outcome = self._execute(job, workspace, permit)
+            outcome = self._execute(job, workspace)
             changed, head = self.repos.changes(workspace)
             return self._finish(job, outcome, breaker, changed_files=changed, commit_sha=head)
         except Terminated:
@@ -101,8 +113,6 @@ class JobRunner:
     # -- steps -------------------------------------------------------------------------
 
     def _start(self, job: Job, worker: str) -> Job:
-        if job.status is JobStatus.RUNNING:
-            self._reap_previous_attempt(job)
         return self.store.update(
             job.id,
             status=JobStatus.RUNNING,
@@ -112,21 +122,6 @@ class JobRunner:
             attempts=job.attempts + 1,
             error=None,
         )
-
-    def _reap_previous_attempt(self, job: Job) -> None:
-        """A redelivered job whose worker process died may have left its agent running.
-
-        The pid is only trusted if it still works in this job's worktree: pids get reused.
-        """
-        if not (job.agent_pid and job.worktree_path):
-            return
-        try:
-            cwd = os.readlink(f"/proc/{job.agent_pid}/cwd")
-        except OSError:
-            return
-        if cwd == job.worktree_path:
-            log.warning("job %s: killing the agent left by attempt %d", job.id, job.attempts)
-            kill_process_group(job.agent_pid)
 
     def _prepare(self, job: Job) -> Workspace:
         if job.repo_url is not None:
@@ -140,7 +135,7 @@ class JobRunner:
         )
         return workspace
 
-    def _execute(self, job: Job, workspace: Workspace, permit: Permit) -> AgentOutcome:
+    def _execute(self, job: Job, workspace: Workspace) -> AgentOutcome:
         profile = load_profile(self.settings, job.profile)
         backend = get_backend(job.agent)
         # a resumed session keeps its id; a fresh attempt gets a new one (ids are single-use)
@@ -190,7 +185,7 @@ class JobRunner:
                 spec,
                 on_line=on_line,
                 on_start=lambda pid: self.store.update(job.id, agent_pid=pid),
-                should_stop=self._watch(job.id, permit),
+                should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
                 before_kill=salvage,
             )
         outcome = backend.outcome(stream, process)
@@ -273,21 +268,6 @@ class JobRunner:
         except AgenticoreError as exc:
             log.warning("job %s: worktree cleanup failed: %s", job.id, exc)
 
-    def _watch(self, job_id: str, permit: Permit) -> Callable[[], str | None]:
-        """The supervisor's once-a-second poll: renew the permit, notice a cancellation."""
-        every = self.settings.permit_lease_seconds / 3
-        next_renewal = time.monotonic() + every
-
-        def watch() -> str | None:
-            nonlocal next_renewal
-            if time.monotonic() >= next_renewal:
-                next_renewal = time.monotonic() + every
-                if not permit.renew():
-                    log.warning("job %s: its permit lapsed; it runs on", job_id)
-            return "cancelled" if self._cancel_requested(job_id) else None
-
-        return watch
-
     def _cancel_requested(self, job_id: str) -> bool:
         job = self.store.find(job_id)
         return job is not None and job.status is JobStatus.CANCELLED
@@ -310,3 +290,8 @@ def _failure(exc: AgenticoreError) -> AgentOutcome:
     transient = isinstance(exc, RepoError) and exc.transient
     outcome.retryable = transient or isinstance(exc, LockTimeout)  # network, contention
     return outcome
+
+
+def job_scope(job_id: str) -> str:
+    """The permit scope that doubles as a running job's heartbeat lease."""
+    return f"job:{job_id}"

@@ -115,6 +115,15 @@ class Fleet:
         body: dict[str, Any] = response.json()
         return body
 
+    def wait_worker_ready(self, log: Path) -> None:
+        wait_for(lambda: b" ready." in log.read_bytes(), timeout=60, what="the worker")
+
+    def replace_worker(self) -> None:
+        """Starts a new worker in place of one that died (the old one must be gone)."""
+        log = self.logs / f"worker-{free_port()}.log"
+        self.worker = start_worker(self.env, log)
+        self.wait_worker_ready(log)
+
     def wait_until_final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         final = {"succeeded", "failed", "cancelled", "timed_out", "dead"}
         return wait_for(
@@ -144,29 +153,26 @@ def running_fleet(backend: str, home: Path, redis_url: str, **overrides: Any) ->
         "retry_backoff_max_seconds": 2,
         # high enough that crash tests on the shared fleet never open it
         "breaker_threshold": 50,
+        # a killed worker's leases lapse quickly
+        "lease_seconds": 3,
     }
     settings = Settings(**(values | overrides))
     env = settings_env(settings)
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "agenticore.cli", "worker", "--loglevel", "info"],
-        env=env, cwd=REPO_ROOT,
-        stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    worker = start_worker(env, logs / "worker.log")
     api = start_api(env, port, logs / "api.log")
     http = httpx.Client(base_url=settings.api_url, timeout=30)
+    fleet = Fleet(backend, settings, env, settings.api_url, http, worker, logs)
     try:
         wait_for(lambda: _healthy(http), timeout=30, what="the API")
-        wait_for(
-            lambda: b" ready." in (logs / "worker.log").read_bytes(), timeout=60, what="the worker"
-        )
-        yield Fleet(backend, settings, env, settings.api_url, http, worker, logs)
+        fleet.wait_worker_ready(logs / "worker.log")
+        yield fleet
     finally:
         http.close()
-        for proc in (api, worker):
+        for proc in (api, fleet.worker):
             proc.send_signal(signal.SIGTERM)
-        for proc in (api, worker):
+        for proc in (api, fleet.worker):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -182,6 +188,13 @@ def fleet(
     home = tmp_path_factory.mktemp(f"fleet-{request.param}")
     with running_fleet(request.param, home, redis_url) as fleet:
         yield fleet
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agenticore.cli", "worker", "--loglevel", "info"],
+        env=env, cwd=REPO_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
 
 
 def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_revoked
+from celery.signals import task_revoked, worker_ready, worker_shutdown
 
 import celeryconfig
 from agenticore.config import Settings, get_settings
 from agenticore.jobs import JobStore
+from agenticore.reconciler import Reconciler
 from agenticore.supervisor import kill_process_group
 
 __all__ = ["RUN_JOB", "app", "make_celery"]
@@ -46,6 +48,28 @@ def _kill_revoked_agent(request: Any = None, terminated: bool = False, **_: Any)
     job = JobStore(get_settings()).find(str(request.id))
     if job is not None and job.agent_pid:
         kill_process_group(job.agent_pid)
+
+
+_reconciler_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_reconciler(sender: Any = None, **_: Any) -> None:
+    """Every worker runs the reconciler loop; a lock makes one of them lead each pass."""
+    celery = sender.app
+
+    def requeue(job_id: str) -> None:
+        celery.send_task(RUN_JOB, args=[job_id], task_id=job_id)
+
+    reconciler = Reconciler(get_settings(), requeue)
+    threading.Thread(
+        target=reconciler.loop, args=(_reconciler_stop,), name="reconciler", daemon=True
+    ).start()
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: Any) -> None:
+    _reconciler_stop.set()
 
 
 app = make_celery(include=["workers.tasks"])

@@ -33,7 +33,8 @@ def _runner() -> JobRunner:
     return JobRunner(settings, JobStore(settings))
 
 
-@app.task(name=RUN_JOB, bind=True)
+# max_retries=None: deferrals are unbounded; attempts are counted by the runner instead
+@app.task(name=RUN_JOB, bind=True, max_retries=None)
 def run_job(self: Task, job: str | dict[str, Any]) -> str:
     """Runs a stored job by id, or a new one from a spec dict (the task id becomes its id,
     so a redelivered message finds the same job). Returns the job id for chained tasks."""
@@ -47,7 +48,7 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     except NoPermit as exc:
         # deferred, never dropped: the same message comes back later (not an attempt)
         log.info("job %s deferred %.1fs: %s", job, exc.retry_after, exc.reason)
-        raise self.retry(countdown=jittered(max(exc.retry_after, 1.0)), max_retries=None) from None
+        raise self.retry(countdown=jittered(max(exc.retry_after, 1.0))) from None
     except Terminated:
         _die_as_signalled()
     if outcome.status is JobStatus.QUEUED:
@@ -58,7 +59,7 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
         )
         log.info("job %s: attempt %d failed (%s); retry in %.0fs", job, outcome.attempts,
                  outcome.error, delay)  # fmt: skip
-        raise self.retry(countdown=delay, max_retries=None)
+        raise self.retry(countdown=delay)
     return job
 
 

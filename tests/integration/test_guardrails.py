@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Fleet, running_fleet
-from tests.helpers import wait_for
+from tests.helpers import pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +88,30 @@ def _epoch(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp).timestamp()
+
+
+@pytest.mark.parametrize("backend", ["redis", "embedded"])
+def test_given_the_worker_main_process_sigkilled_mid_job_then_the_job_runs_again_elsewhere(
+    backend: str, tmp_path: Path, redis_url: str
+) -> None:
+    with running_fleet(backend, tmp_path, redis_url, lease_seconds=3) as fleet:
+        job_id = fleet.submit(task="@fake sleep 6\n@fake result survived")["id"]
+        agent = wait_for(lambda: fleet.job(job_id)["status"] == "running" and _agent(fleet, job_id),
+                         timeout=30, what="the agent")  # fmt: skip
+
+        os.kill(fleet.worker.pid, signal.SIGKILL)
+        fleet.worker.wait(timeout=10)
+        # the pool process notices its worker is gone and takes the agent with it
+        wait_for(lambda: not pid_alive(agent), timeout=5, what="the orphaned agent to die")
+        fleet.replace_worker()
+        job = fleet.wait_until_final(job_id, timeout=90)
+
+    assert job["status"] == "succeeded" and job["result"] == "survived"
+    assert job["attempts"] == 2
+    records = [p.name for p in fleet.settings.jobs_dir.glob(f"{job_id}*.json")]
+    assert records == [f"{job_id}.json"], "exactly one record"
+
+
+def _agent(fleet: Fleet, job_id: str) -> int | None:
+    pid = json.loads((fleet.settings.jobs_dir / f"{job_id}.json").read_text()).get("agent_pid")
+    return pid if pid and pid_alive(pid) else None

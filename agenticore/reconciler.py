@@ -1,0 +1,83 @@
+"""Finds running jobs whose worker vanished and hands them on.
+
+A running job holds a heartbeat lease (the ``job:<id>`` permit, renewed every third of
+``LEASE_SECONDS``). When a worker is SIGKILLed or its node is lost, the lease lapses; the
+broker alone would redeliver the job only after ``visibility_timeout``, which must exceed
+the longest run (hours). The reconciler closes that gap: one leader at a time (a lock with
+a TTL) looks at the running jobs, and each one without a live lease is re-queued, or dead-
+lettered once its attempts are spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+from agenticore.config import Settings
+from agenticore.errors import InvalidTransition, LockTimeout, StoreUnavailable
+from agenticore.jobs import JobStore
+from agenticore.locks import exclusive
+from agenticore.models import Job, JobStatus, utcnow
+from agenticore.permits import PermitGate
+from agenticore.runner import job_scope
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self, settings: Settings, requeue: Callable[[str], object], store: JobStore | None = None
+    ) -> None:
+        self.settings = settings
+        self.requeue = requeue
+        self.store = store or JobStore(settings)
+        self.gate = PermitGate(settings, lease_seconds=settings.lease_seconds)
+
+    def run_once(self) -> list[str]:
+        """One pass, if this process wins the leader lock; returns the jobs it handed on."""
+        try:
+            with exclusive(self.settings, "reconciler", hold=self.settings.lease_seconds, wait=0):
+                return [job.id for job in self._lost_jobs() if self._hand_on(job)]
+        except LockTimeout:
+            return []  # another worker leads this round
+
+    def loop(self, stop: threading.Event) -> None:
+        """Passes every half lease until ``stop`` is set; errors are logged, never fatal."""
+        while not stop.wait(self.settings.lease_seconds / 2):
+            try:
+                handed = self.run_once()
+            except (StoreUnavailable, OSError) as exc:
+                log.warning("reconciler pass failed: %s", exc)
+                continue
+            if handed:
+                log.warning("reconciler handed on %d lost job(s): %s", len(handed), handed)
+
+    def _lost_jobs(self) -> Iterator[Job]:
+        # a job started moments ago may not have written its first heartbeat everywhere yet
+        settled = utcnow() - timedelta(seconds=self.settings.lease_seconds)
+        cursor = None
+        while True:
+            jobs, cursor = self.store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
+            for job in jobs:
+                started = job.started_at or job.created_at
+                if started < settled and self.gate.in_use(job_scope(job.id)) == 0:
+                    yield job
+            if cursor is None:
+                return
+
+    def _hand_on(self, job: Job) -> bool:
+        spent = job.attempts >= self.settings.max_attempts
+        error = f"lease_expired: attempt {job.attempts} lost its worker"
+        try:
+            if spent:
+                self.store.update(job.id, status=JobStatus.DEAD, finished_at=utcnow(), error=error)
+                return True
+            self.store.update(job.id, status=JobStatus.QUEUED, agent_pid=None, error=error)
+        except InvalidTransition:
+            return False  # it finished while we looked
+        self.requeue(job.id)
+        return True

@@ -1,0 +1,83 @@
+"""The reconciler hands on running jobs whose lease lapsed, and only those."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from agenticore.config import Settings
+from agenticore.jobs import JobStore
+from agenticore.locks import exclusive
+from agenticore.models import Job, JobSpec, JobStatus, utcnow
+from agenticore.permits import Limit, PermitGate
+from agenticore.reconciler import Reconciler
+from agenticore.runner import job_scope
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def lease_settings(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
+) -> Settings:
+    return make_settings(request.param, lease_seconds=1, max_attempts=2)
+
+
+def running_job(settings: Settings, attempts: int = 1, age: float = 5) -> Job:
+    store = JobStore(settings)
+    job = store.create(Job.from_spec(JobSpec(task="x")))
+    started = utcnow() - timedelta(seconds=age)
+    return store.update(job.id, status=JobStatus.RUNNING, attempts=attempts, started_at=started)
+
+
+def test_given_a_running_job_without_a_lease_then_it_is_requeued(lease_settings: Settings) -> None:
+    requeued: list[str] = []
+    job = running_job(lease_settings)
+
+    handed = Reconciler(lease_settings, requeued.append).run_once()
+
+    stored = JobStore(lease_settings).get(job.id)
+    assert handed == requeued == [job.id]
+    assert stored.status is JobStatus.QUEUED
+    assert (stored.error or "").startswith("lease_expired")
+
+
+def test_given_a_running_job_with_a_live_lease_then_it_is_left_alone(
+    lease_settings: Settings,
+) -> None:
+    job = running_job(lease_settings)
+    PermitGate(lease_settings, lease_seconds=30).try_acquire("w", [Limit(job_scope(job.id), 1)])
+
+    assert Reconciler(lease_settings, print).run_once() == []
+    assert JobStore(lease_settings).get(job.id).status is JobStatus.RUNNING
+
+
+def test_given_a_job_that_just_started_then_it_gets_a_lease_period_of_grace(
+    lease_settings: Settings,
+) -> None:
+    job = running_job(lease_settings, age=0)
+
+    assert Reconciler(lease_settings, print).run_once() == []
+    assert JobStore(lease_settings).get(job.id).status is JobStatus.RUNNING
+
+
+def test_given_a_lost_job_out_of_attempts_then_it_is_dead_lettered(
+    lease_settings: Settings,
+) -> None:
+    requeued: list[str] = []
+    job = running_job(lease_settings, attempts=2)
+
+    Reconciler(lease_settings, requeued.append).run_once()
+
+    assert requeued == []
+    assert JobStore(lease_settings).get(job.id).status is JobStatus.DEAD
+
+
+def test_given_another_leader_then_this_pass_does_nothing(lease_settings: Settings) -> None:
+    job = running_job(lease_settings)
+
+    with exclusive(lease_settings, "reconciler", hold=10, wait=1):
+        handed = Reconciler(lease_settings, print).run_once()
+
+    assert handed == []
+    assert JobStore(lease_settings).get(job.id).status is JobStatus.RUNNING
