@@ -12,6 +12,7 @@ from typing import Any
 
 from agenticore.config import Settings, get_settings
 from agenticore.keys import KeySchema
+from agenticore.models import CELERY_PRIORITY
 
 QUEUE = "agenticore"
 
@@ -28,6 +29,8 @@ def build(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE,
         "task_track_started": True,
+        # messages sent without a priority (run_job.delay) count as "normal"
+        "task_default_priority": CELERY_PRIORITY["normal"],
         "result_expires": settings.job_ttl_seconds,
         "result_extended": True,
         "broker_connection_retry_on_startup": True,

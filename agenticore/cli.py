@@ -147,18 +147,23 @@ def run(
     model: Annotated[str | None, typer.Option(help="model override")] = None,
     session: Annotated[str | None, typer.Option("--session", help="resume this session")] = None,
     timeout: Annotated[int | None, typer.Option(help="wall-clock limit in seconds")] = None,
+    priority: Annotated[
+        str, typer.Option(help="interactive | normal | batch (Redis broker only)")
+    ] = "normal",
+    max_cost: Annotated[float | None, typer.Option(help="budget in USD")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
     as_json: JsonOption = False,
     api: ApiOption = None,
 ) -> None:
     """Submit a job."""
-    spec: dict[str, Any] = {"task": task, "profile": profile}
+    spec: dict[str, Any] = {"task": task, "profile": profile, "priority": priority}
     optional = {
         "repo_url": repo,
         "base_ref": ref,
         "model": model,
         "session_id": session,
         "timeout_seconds": timeout,
+        "max_cost_usd": max_cost,
     }
     spec |= {k: v for k, v in optional.items() if v is not None}
     client = _client(api)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 __all__ = [
+    "CELERY_PRIORITY",
     "TERMINAL",
     "Job",
     "JobSpec",
@@ -26,6 +27,13 @@ PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # git check-ref-format, simplified: no spaces, control chars, "..", "@{", leading "-"
 GIT_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]{1,200}$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\[\]-]{0,127}$")
+
+
+Priority = Literal["interactive", "normal", "batch"]
+
+# Celery message priorities; on Redis a lower number is served first. Steps 0/3/6/9 are
+# separate lists, so each level sits in its own one.
+CELERY_PRIORITY: dict[str, int] = {"interactive": 0, "normal": 5, "batch": 9}
 
 
 class JobStatus(str, Enum):
@@ -103,6 +111,7 @@ class JobSpec(BaseModel):
     max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
     keep_worktree: bool = False
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Priority = "normal"
 
     @field_validator("task")
     @classmethod

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(
-        self, settings: Settings, requeue: Callable[[str], object], store: JobStore | None = None
+        self, settings: Settings, requeue: Callable[[Job], object], store: JobStore | None = None
     ) -> None:
         self.settings = settings
         self.requeue = requeue
@@ -76,8 +76,8 @@ class Reconciler:
             if spent:
                 self.store.update(job.id, status=JobStatus.DEAD, finished_at=utcnow(), error=error)
                 return True
-            self.store.update(job.id, status=JobStatus.QUEUED, agent_pid=None, error=error)
+            job = self.store.update(job.id, status=JobStatus.QUEUED, agent_pid=None, error=error)
         except InvalidTransition:
             return False  # it finished while we looked
-        self.requeue(job.id)
+        self.requeue(job)
         return True

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from agenticore.config import Settings
-from workers.app import RUN_JOB, make_celery
+from agenticore.models import Job
+from workers.app import enqueue, make_celery
 
 __all__ = ["Dispatcher"]
 
@@ -17,9 +18,8 @@ class Dispatcher:
         self.settings = settings
         self.celery = make_celery(settings)
 
-    def submit(self, job_id: str) -> None:
-        # the job id doubles as the task id, so revoke and result lookups need no mapping
-        self.celery.send_task(RUN_JOB, args=[job_id], task_id=job_id)
+    def submit(self, job: Job) -> None:
+        enqueue(self.celery, job)
 
     def cancel(self, job_id: str) -> None:
         self.celery.control.revoke(job_id, terminate=True, signal="SIGTERM")

@@ -52,6 +52,7 @@ class JobPublic(BaseModel):
     transcript_path: str | None
     changed_files: list[str] | None
     salvaged: bool
+    priority: str
     timeout_seconds: int | None
     max_turns: int | None
     max_cost_usd: float | None

@@ -12,10 +12,11 @@ from celery.signals import task_revoked, worker_ready, worker_shutdown
 import celeryconfig
 from agenticore.config import Settings, get_settings
 from agenticore.jobs import JobStore
+from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
 from agenticore.supervisor import kill_process_group
 
-__all__ = ["RUN_JOB", "app", "make_celery"]
+__all__ = ["RUN_JOB", "app", "enqueue", "make_celery"]
 
 RUN_JOB = "agenticore.run_job"
 
@@ -26,6 +27,12 @@ def make_celery(settings: Settings | None = None, include: list[str] | None = No
     celery.config_from_object(celeryconfig if settings is None else celeryconfig.build(settings))
     celery.on_after_configure.connect(_create_broker_folders, weak=False)
     return celery
+
+
+def enqueue(celery: Celery, job: Job) -> None:
+    """Sends ``run_job`` for a stored job; the job id doubles as the task id, so revoke and
+    result lookups need no mapping."""
+    celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority])
 
 
 def _create_broker_folders(sender: Celery, **_: Any) -> None:
@@ -58,10 +65,7 @@ def _start_reconciler(sender: Any = None, **_: Any) -> None:
     """Every worker runs the reconciler loop; a lock makes one of them lead each pass."""
     celery = sender.app
 
-    def requeue(job_id: str) -> None:
-        celery.send_task(RUN_JOB, args=[job_id], task_id=job_id)
-
-    reconciler = Reconciler(get_settings(), requeue)
+    reconciler = Reconciler(get_settings(), lambda job: enqueue(celery, job))
     threading.Thread(
         target=reconciler.loop, args=(_reconciler_stop,), name="reconciler", daemon=True
     ).start()

@@ -54,7 +54,7 @@ async def create_job(
             return await _existing(store, holder)
     job = await asyncio.to_thread(store.create, job)
     try:
-        await asyncio.to_thread(dispatcher.submit, job.id)
+        await asyncio.to_thread(dispatcher.submit, job)
     except Exception as exc:
         error = f"enqueue_failed: {redact_text(str(exc))}"
         await asyncio.to_thread(store.update, job.id, status=JobStatus.FAILED, error=error)
@@ -138,7 +138,7 @@ def retry_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
     if job.status is not JobStatus.DEAD:
         raise HTTPException(409, f"job {job_id} is {job.status.value}; only dead jobs are retried")
     job = store.update(job_id, status=JobStatus.QUEUED, attempts=0, finished_at=None)
-    dispatcher.submit(job_id)
+    dispatcher.submit(job)
     return job
 
 

@@ -115,3 +115,20 @@ def test_given_the_worker_main_process_sigkilled_mid_job_then_the_job_runs_again
 def _agent(fleet: Fleet, job_id: str) -> int | None:
     pid = json.loads((fleet.settings.jobs_dir / f"{job_id}.json").read_text()).get("agent_pid")
     return pid if pid and pid_alive(pid) else None
+
+
+def test_given_a_queue_of_batch_jobs_then_an_interactive_job_overtakes_them(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with running_fleet("redis", tmp_path, redis_url, max_parallel_jobs=1) as fleet:
+        blocker = fleet.submit(task="@fake hang")["id"]
+        wait_for(lambda: fleet.job(blocker)["status"] == "running", timeout=30, what="blocker")
+        batch = [fleet.submit(task="@fake result b", priority="batch")["id"] for _ in range(3)]
+        urgent = fleet.submit(task="@fake result now", priority="interactive")["id"]
+
+        fleet.http.post(f"/jobs/{blocker}/cancel")
+        jobs = {job_id: fleet.wait_until_final(job_id) for job_id in [*batch, urgent]}
+
+    started = {job_id: job["started_at"] for job_id, job in jobs.items()}
+    assert all(job["status"] == "succeeded" for job in jobs.values())
+    assert started[urgent] < min(started[b] for b in batch), "submitted last, served first"

@@ -34,7 +34,7 @@ def test_given_a_running_job_without_a_lease_then_it_is_requeued(lease_settings:
     requeued: list[str] = []
     job = running_job(lease_settings)
 
-    handed = Reconciler(lease_settings, requeued.append).run_once()
+    handed = Reconciler(lease_settings, lambda job: requeued.append(job.id)).run_once()
 
     stored = JobStore(lease_settings).get(job.id)
     assert handed == requeued == [job.id]
@@ -67,7 +67,7 @@ def test_given_a_lost_job_out_of_attempts_then_it_is_dead_lettered(
     requeued: list[str] = []
     job = running_job(lease_settings, attempts=2)
 
-    Reconciler(lease_settings, requeued.append).run_once()
+    Reconciler(lease_settings, lambda job: requeued.append(job.id)).run_once()
 
     assert requeued == []
     assert JobStore(lease_settings).get(job.id).status is JobStatus.DEAD
