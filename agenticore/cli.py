@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -23,6 +24,9 @@ from rich.table import Table
 
 from agenticore.client import ApiError, ApiUnavailable, Client
 from agenticore.config import get_settings
+from agenticore.fleet import WorkerRegistry
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobStatus
 
 __all__ = ["app", "main"]
 
@@ -81,15 +85,45 @@ def worker(
 ) -> None:
     """Run a Celery worker that executes jobs."""
     settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "-l", loglevel,
         "-Q", CELERY_QUEUE,
         "-c", str(concurrency or settings.max_parallel_jobs),
-        "-n", f"agenticore@{settings.worker_identity()}",
+        "-n", settings.worker_node_name(),
         "--pool", "prefork",
+        "--pidfile", str(settings.worker_pidfile()),
     ]  # fmt: skip
     os.execv(sys.executable, argv)
+
+
+@app.command()
+def drain(
+    timeout: Annotated[float, typer.Option(help="seconds to wait for running jobs")] = 300,
+) -> None:
+    """Stop this host's worker taking jobs, let its jobs finish, then stop it.
+
+    Past the timeout the worker is stopped cold: its running jobs are handed back to the
+    queue (their agents terminated, their work salvaged by the next attempt)."""
+    settings = get_settings()
+    name = settings.worker_node_name()
+    pid = _worker_pid(settings.worker_pidfile())
+    store = JobStore(settings)
+    for job in _running_on(store, name):
+        store.update(job.id, worker_state="draining")
+    _celery_control("cancel_consumer", CELERY_QUEUE, "-d", name)
+    WorkerRegistry(settings).set_state(name, "draining")
+    console.print(f"{name}: draining; no new jobs")
+    deadline = time.monotonic() + timeout
+    while (busy := _running_on(store, name)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if busy:
+        console.print(f"{name}: {len(busy)} job(s) still running after {timeout:g}s; handing back")
+    # SIGTERM: warm shutdown (nothing runs any more); SIGQUIT: cold, pool processes get SIGTERM
+    os.kill(pid, signal.SIGQUIT if busy else signal.SIGTERM)
+    _wait_gone(pid, timeout=60)
+    console.print(f"{name}: stopped")
 
 
 @app.command()
@@ -340,6 +374,45 @@ def _elapsed(job: dict[str, Any]) -> str | None:
         return None
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
     return f"{(finished - started).total_seconds():.1f}s"
+
+
+def _worker_pid(pidfile: Path) -> int:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        _fail(f"no running worker found (pid file {pidfile})", code=1)
+    return pid
+
+
+def _celery_control(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "control", *args, "--timeout", "5"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _running_on(store: JobStore, worker: str) -> list[Job]:
+    running, cursor = store.list_jobs(status=JobStatus.RUNNING, limit=200)
+    found = [job for job in running if job.worker == worker]
+    while cursor:
+        running, cursor = store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
+        found += [job for job in running if job.worker == worker]
+    return found
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat[stat.rindex(")") + 2] == "Z":  # exited; its parent has yet to reap it
+            return
+        time.sleep(0.2)
+    _fail(f"worker {pid} did not stop within {timeout:g}s", code=1)
 
 
 def _has_module(name: str) -> bool:

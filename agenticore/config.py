@@ -129,6 +129,17 @@ class Settings(BaseSettings):
         return self.home / "locks"
 
     @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def worker_node_name(self) -> str:
+        """The Celery node name this host's worker runs under."""
+        return f"agenticore@{self.worker_identity()}"
+
+    def worker_pidfile(self) -> Path:
+        return self.run_dir / f"{self.worker_identity()}.pid"
+
+    @property
     def celery_dir(self) -> Path:
         return self.home / "celery"
 

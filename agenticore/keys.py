@@ -8,6 +8,8 @@ All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's un
     <prefix>:jobs:<status>         sorted set, ids currently in that status
     <prefix>:idem:<sha256(key)>    string, job id owning an Idempotency-Key, TTL
     <prefix>:breaker:<name>        hash, circuit breaker state of an agent backend
+    <prefix>:worker:<name>         hash, a worker's declared state and last heartbeat
+    <prefix>:workers               set, names of known workers
     <prefix>:lock:<name>           redis-py Lock (repo clones, job updates)
     <prefix>:permits:<scope>       sorted set, permit holders, score = lease expiry (unix s)
 """
@@ -44,3 +46,9 @@ class KeySchema:
 
     def breaker(self, name: str) -> str:
         return f"{self.prefix}:breaker:{name}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"

@@ -168,6 +168,7 @@ class Job(JobSpec):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+    worker_state: str | None = None  # "draining" while its worker drains
     attempts: int = 0
     resume_session: str | None = None
     agent_pid: int | None = None

@@ -11,12 +11,11 @@ lettered once its attempts are spent.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from agenticore.config import Settings
-from agenticore.errors import InvalidTransition, LockTimeout, StoreUnavailable
+from agenticore.errors import InvalidTransition, LockTimeout
 from agenticore.jobs import JobStore
 from agenticore.locks import exclusive
 from agenticore.models import Job, JobStatus, utcnow
@@ -44,17 +43,6 @@ class Reconciler:
                 return [job.id for job in self._lost_jobs() if self._hand_on(job)]
         except LockTimeout:
             return []  # another worker leads this round
-
-    def loop(self, stop: threading.Event) -> None:
-        """Passes every half lease until ``stop`` is set; errors are logged, never fatal."""
-        while not stop.wait(self.settings.lease_seconds / 2):
-            try:
-                handed = self.run_once()
-            except (StoreUnavailable, OSError) as exc:
-                log.warning("reconciler pass failed: %s", exc)
-                continue
-            if handed:
-                log.warning("reconciler handed on %d lost job(s): %s", len(handed), handed)
 
     def _lost_jobs(self) -> Iterator[Job]:
         # a job started moments ago may not have written its first heartbeat everywhere yet

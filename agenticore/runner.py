@@ -117,6 +117,7 @@ class JobRunner:
             job.id,
             status=JobStatus.RUNNING,
             worker=worker,
+            worker_state=None,
             started_at=utcnow(),
             finished_at=None,
             attempts=job.attempts + 1,

@@ -41,6 +41,7 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     worker: str | None
+    worker_state: str | None
     attempts: int
     exit_code: int | None
     result: str | None
@@ -93,6 +94,7 @@ class WorkerPublic(BaseModel):
     state: str
     running: int
     permits_in_use: int
+    last_seen: float | None
 
 
 class BreakerPublic(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from celery.signals import task_revoked, worker_ready, worker_shutdown
 
 import celeryconfig
 from agenticore.config import Settings, get_settings
+from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
@@ -19,6 +21,8 @@ from agenticore.supervisor import kill_process_group
 __all__ = ["RUN_JOB", "app", "enqueue", "make_celery"]
 
 RUN_JOB = "agenticore.run_job"
+
+log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings | None = None, include: list[str] | None = None) -> Celery:
@@ -57,23 +61,43 @@ def _kill_revoked_agent(request: Any = None, terminated: bool = False, **_: Any)
         kill_process_group(job.agent_pid)
 
 
-_reconciler_stop = threading.Event()
+_duties_stop = threading.Event()
 
 
 @worker_ready.connect
-def _start_reconciler(sender: Any = None, **_: Any) -> None:
-    """Every worker runs the reconciler loop; a lock makes one of them lead each pass."""
-    celery = sender.app
-
-    reconciler = Reconciler(get_settings(), lambda job: enqueue(celery, job))
+def _start_fleet_duties(sender: Any = None, **_: Any) -> None:
+    """Every worker's main process heartbeats and takes part in reconciliation."""
+    WorkerRegistry(get_settings()).set_state(sender.hostname, "online")  # a restart undrains
     threading.Thread(
-        target=reconciler.loop, args=(_reconciler_stop,), name="reconciler", daemon=True
+        target=_fleet_duties,
+        args=(sender.app, sender.hostname, _duties_stop),
+        name="fleet-duties",
+        daemon=True,
     ).start()
 
 
 @worker_shutdown.connect
-def _stop_reconciler(**_: Any) -> None:
-    _reconciler_stop.set()
+def _stop_fleet_duties(sender: Any = None, **_: Any) -> None:
+    _duties_stop.set()
+    if sender is not None:
+        WorkerRegistry(get_settings()).set_state(sender.hostname, "offline")
+
+
+def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:
+    """Every half lease: heartbeat, then one reconciler pass (if this worker leads it)."""
+    settings = get_settings()
+    registry = WorkerRegistry(settings)
+    reconciler = Reconciler(settings, lambda job: enqueue(celery, job))
+    while True:
+        try:
+            registry.beat(name)
+            handed = reconciler.run_once()
+            if handed:
+                log.warning("reconciler handed on lost jobs: %s", handed)
+        except Exception:  # a blip in Redis must not end the loop for good
+            log.exception("fleet duties failed; trying again next round")
+        if stop.wait(settings.lease_seconds / 2):
+            return
 
 
 app = make_celery(include=["workers.tasks"])

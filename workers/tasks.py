@@ -20,7 +20,7 @@ from agenticore.models import Job, JobSpec, JobStatus
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
 from agenticore.supervisor import Terminated
-from workers.app import RUN_JOB, app
+from workers.app import RUN_JOB, app, enqueue
 
 __all__ = ["run_job"]
 
@@ -50,6 +50,10 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
         log.info("job %s deferred %.1fs: %s", job, exc.retry_after, exc.reason)
         raise self.retry(countdown=jittered(max(exc.retry_after, 1.0))) from None
     except Terminated:
+        handed_back = runner.store.get(job)
+        if handed_back.status is JobStatus.QUEUED:
+            # a stopping worker's job goes back to the queue now, not after a broker timeout
+            enqueue(app, handed_back)
         _die_as_signalled()
     if outcome.status is JobStatus.QUEUED:
         delay = backoff_seconds(

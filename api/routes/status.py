@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query
 
 from agenticore.agents import BACKENDS
 from agenticore.breaker import CircuitBreaker
+from agenticore.config import Settings
+from agenticore.fleet import WorkerRecord, WorkerRegistry
 from agenticore.models import JobStatus
 from agenticore.permits import PermitGate
 from api.deps import DispatcherDep, SettingsDep, StoreDep
@@ -27,6 +29,7 @@ async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> Flee
     )
     gate = PermitGate(settings)
     now = time.time()
+    registry = {r.name: r for r in await asyncio.to_thread(WorkerRegistry(settings).all)}
     breakers = []
     for name in BACKENDS:
         state = CircuitBreaker(settings, name).status()
@@ -39,20 +42,35 @@ async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> Flee
                 last_error=state.last_error,
             )
         )
+    names = sorted(set(workers) | set(registry))
     return FleetStatus(
         workers=[
             WorkerPublic(
                 name=name,
-                state="busy" if running else "online",
-                running=running,
+                state=_worker_state(registry.get(name), workers.get(name), settings, now),
+                running=workers.get(name) or 0,
                 permits_in_use=gate.in_use(f"node:{name}"),
+                last_seen=registry[name].last_seen if name in registry else None,
             )
-            for name, running in workers.items()
+            for name in names
         ],
         breakers=breakers,
         queue_depth=depth,
         running=gate.in_use("fleet"),
     )
+
+
+def _worker_state(
+    record: WorkerRecord | None, running: int | None, settings: Settings, now: float
+) -> str:
+    """draining as declared; offline without a fresh heartbeat; degraded if it beats but
+    does not answer the broker's control messages; else busy or online."""
+    declared = record.current_state(settings.lease_seconds, now) if record else None
+    if declared in ("draining", "offline") and not (declared == "offline" and running is not None):
+        return declared
+    if running is None:
+        return "degraded" if declared == "online" else "offline"
+    return "busy" if running else "online"
 
 
 @router.get("/dlq", response_model=JobsPublic)
