@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from agenticore.config import Settings
-from tests.conftest import REPO_ROOT, Fleet, settings_env
+from tests.conftest import REPO_ROOT, Fleet, extra_api, settings_env
 from tests.helpers import free_port, group_members, wait_for
 
 pytestmark = pytest.mark.integration
@@ -114,3 +114,16 @@ def test_given_agenticore_up_on_the_embedded_default_then_a_job_runs_and_stop_le
     assert up.returncode == 0, output
     assert "embedded (no Redis)" in output
     assert group_members(up.pid) == [], "API and worker must stop with `up`"
+
+
+def test_given_a_busy_fleet_then_the_cli_says_so_plainly(fleet: Fleet) -> None:
+    with extra_api(fleet, max_queue_depth="1") as api:
+        blockers = [fleet.submit(task="@fake hang")["id"] for _ in range(2)]
+        waiting = [fleet.submit(task="@fake result waits")["id"] for _ in range(2)]
+        out = cli(fleet, "run", "one more", "--api", str(api.base_url))
+        for job_id in blockers + waiting:
+            fleet.http.post(f"/jobs/{job_id}/cancel")
+
+    assert out.returncode == 1
+    assert "the fleet is busy" in out.stderr and "retry in" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -132,3 +133,24 @@ def test_given_a_queue_of_batch_jobs_then_an_interactive_job_overtakes_them(
     started = {job_id: job["started_at"] for job_id, job in jobs.items()}
     assert all(job["status"] == "succeeded" for job in jobs.values())
     assert started[urgent] < min(started[b] for b in batch), "submitted last, served first"
+
+
+@pytest.mark.parametrize("backend", ["redis", "embedded"])
+def test_given_limits_on_real_workers_then_stalls_overspend_and_fleet_limits_are_enforced(
+    backend: str, tmp_path: Path, redis_url: str
+) -> None:
+    limits = {"stall_seconds": 2, "fleet_max_jobs": 1, "kill_grace_seconds": 1}
+    with running_fleet(backend, tmp_path, redis_url, **limits) as fleet:
+        stalled = fleet.submit(task="@fake write notes.txt half\n@fake hang")["id"]
+        pricey = fleet.submit(task="@fake turns 3\n@fake hang", max_cost_usd=0.001)["id"]
+        queued = [fleet.submit(task=f"@fake sleep 1\n@fake result {n}")["id"] for n in range(3)]
+
+        jobs = {job_id: fleet.wait_until_final(job_id, timeout=90)
+                for job_id in [stalled, pricey, *queued]}  # fmt: skip
+
+    assert jobs[stalled]["status"] == "failed" and jobs[stalled]["error"].startswith("stalled")
+    assert jobs[pricey]["error"] == "budget_exceeded: cost"
+    assert all(jobs[job_id]["status"] == "succeeded" for job_id in queued), "deferred, not dropped"
+    spans = sorted((_epoch(j["started_at"]), _epoch(j["finished_at"])) for j in jobs.values())
+    overlaps = [a for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert overlaps == [], "FLEET_MAX_JOBS=1: never two jobs at once"
