@@ -12,6 +12,7 @@ from typing import Any
 from agenticore.agents import AgentOutcome, get_backend
 from agenticore.breaker import CircuitBreaker
 from agenticore.budgets import Budget, CostMeter, price_for
+from agenticore.cgroups import MemoryCgroup
 from agenticore.config import Settings
 from agenticore.errors import (
     AgentError,
@@ -176,19 +177,34 @@ class JobRunner:
             event = stream.feed(line)
             return meter.observe(event) if event is not None else None
 
+        cgroup = None
+        if self.settings.max_agent_rss_mb is not None:
+            cgroup = MemoryCgroup.create(f"agenticore-{job.id}", self.settings.max_agent_rss_mb)
+
+        def started(pid: int) -> None:
+            if cgroup is not None:
+                cgroup.add(pid)
+            self.store.update(job.id, agent_pid=pid)
+
         def salvage(reason: str) -> None:
             sha = self.repos.salvage(workspace, job.id, reason)
             if sha is not None:
                 self.store.update(job.id, salvaged=True, commit_sha=sha)
 
-        with sigterm_raises():
-            process = supervise(
-                spec,
-                on_line=on_line,
-                on_start=lambda pid: self.store.update(job.id, agent_pid=pid),
-                should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
-                before_kill=salvage,
-            )
+        try:
+            with sigterm_raises():
+                process = supervise(
+                    spec,
+                    on_line=on_line,
+                    on_start=started,
+                    should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
+                    before_kill=salvage,
+                )
+            if cgroup is not None and cgroup.oom_killed():
+                process.stop_reason = "memory_exceeded"  # the kernel enforced the limit
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
         outcome = backend.outcome(stream, process)
         outcome.session_id = outcome.session_id or session_id
         if outcome.cost_usd is None and meter.estimated_usd:

@@ -72,7 +72,8 @@ def apply_stop(outcome: AgentOutcome, process: ProcessResult) -> None:
         outcome.error = "stalled: the agent printed nothing for too long; agent terminated"
     elif reason == "memory_exceeded":
         outcome.status = JobStatus.FAILED
-        outcome.error = f"memory_exceeded: agent group reached {process.peak_rss_mb:.0f} MB RSS"
+        peak = f" (peak seen {process.peak_rss_mb:.0f} MB RSS)" if process.peak_rss_mb else ""
+        outcome.error = f"memory_exceeded: the agent's processes passed their memory limit{peak}"
     else:
         outcome.status = JobStatus.FAILED
         outcome.error = reason

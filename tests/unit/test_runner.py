@@ -316,7 +316,8 @@ def test_given_an_rss_cap_when_the_agent_group_exceeds_it_then_it_is_stopped(
     done = run(settings, submit(settings, "@fake hang", timeout_seconds=60))
 
     assert done.status is JobStatus.FAILED
-    assert (done.error or "").startswith("memory_exceeded: agent group reached")
+    assert (done.error or "").startswith("memory_exceeded: the agent's processes passed")
+    assert "peak seen" in (done.error or "")
 
 
 def test_given_a_stalled_agent_with_changes_then_its_work_is_salvaged_on_the_branch(
