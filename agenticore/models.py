@@ -109,6 +109,7 @@ class JobSpec(BaseModel):
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
     max_turns: int | None = Field(default=None, ge=1, le=10_000)
     max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
     keep_worktree: bool = False
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     priority: Priority = "normal"
@@ -199,3 +200,7 @@ class Job(JobSpec):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    def attempts_left(self, default: int) -> bool:
+        """Whether another attempt is allowed (the job's own limit, else ``default``)."""
+        return self.attempts < (self.max_attempts or default)

@@ -48,6 +48,7 @@ class Profile(BaseModel):
     model: str | None = None
     max_turns: int | None = Field(default=None, ge=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1)
     permission_mode: PermissionMode | None = None
     allowed_tools: list[str] = Field(default_factory=list)
     disallowed_tools: list[str] = Field(default_factory=list)

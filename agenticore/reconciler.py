@@ -58,7 +58,7 @@ class Reconciler:
                 return
 
     def _hand_on(self, job: Job) -> bool:
-        spent = job.attempts >= self.settings.max_attempts
+        spent = not job.attempts_left(self.settings.max_attempts)
         error = f"lease_expired: attempt {job.attempts} lost its worker"
         try:
             if spent:

@@ -78,7 +78,7 @@ class JobRunner:
         job = self.store.get(job.id)  # re-read under the lease: another delivery may have run it
         if job.terminal:
             return job
-        if job.status is JobStatus.RUNNING and job.attempts >= self.settings.max_attempts:
+        if job.status is JobStatus.RUNNING and not job.attempts_left(self.settings.max_attempts):
             return self.store.update(
                 job.id,
                 status=JobStatus.DEAD,
@@ -150,6 +150,7 @@ class JobRunner:
             session_id=session_id,
             max_turns=budget.max_turns,
             max_cost_usd=budget.max_cost_usd,
+            max_attempts=budget.max_attempts,
         )
         config = materialize(self.settings, profile, job)
         if resume and not carry_session(
@@ -228,7 +229,8 @@ class JobRunner:
         status = outcome.status
         if outcome.infra or outcome.retryable:
             # another attempt, or the dead-letter list once attempts are spent
-            spent = job.attempts >= self.settings.max_attempts
+            current = self.store.get(job.id)  # holds the limits this run was given
+            spent = not current.attempts_left(self.settings.max_attempts)
             status = JobStatus.DEAD if spent else JobStatus.QUEUED
         fields: dict[str, Any] = {
             "finished_at": utcnow() if status.terminal else None,
@@ -296,7 +298,7 @@ class JobRunner:
             wall_seconds=float(min(wall, self.settings.job_timeout_seconds)),
             max_turns=job.max_turns or profile.max_turns or self.settings.max_turns,
             max_cost_usd=job.max_cost_usd or profile.max_cost_usd or self.settings.max_cost_usd,
-            max_attempts=self.settings.max_attempts,
+            max_attempts=job.max_attempts or profile.max_attempts or self.settings.max_attempts,
         )
 
 

@@ -57,6 +57,7 @@ class JobPublic(BaseModel):
     timeout_seconds: int | None
     max_turns: int | None
     max_cost_usd: float | None
+    max_attempts: int | None
     branch: str | None
     commit_sha: str | None
     pr_url: str | None

@@ -349,3 +349,12 @@ def test_given_a_timed_out_agent_without_changes_then_nothing_is_salvaged(
 
     assert done.status is JobStatus.TIMED_OUT
     assert not done.salvaged and done.commit_sha is None
+
+
+def test_given_a_job_with_its_own_attempt_limit_then_it_beats_the_default(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(max_attempts=5)
+    done = run(settings, submit(settings, "@fake crash 3", max_attempts=1))
+
+    assert done.status is JobStatus.DEAD and done.attempts == 1 and done.max_attempts == 1
