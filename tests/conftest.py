@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from agenticore.config import Settings
-from tests.helpers import FAKE_CLAUDE, free_port, wait_for
+from tests.helpers import FAKE_CLAUDE, free_port, pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,6 +124,18 @@ class Fleet:
         self.worker = start_worker(self.env, log)
         self.wait_worker_ready(log)
 
+    def agent_pid(self, job_id: str) -> int | None:
+        """The job's live agent process, from the file record (every backend writes it)."""
+        record = json.loads((self.settings.jobs_dir / f"{job_id}.json").read_text())
+        pid: int | None = record.get("agent_pid")
+        return pid if pid and pid_alive(pid) else None
+
+    def start_job(self, task: str) -> str:
+        """Submits a job and returns its id once a worker runs it."""
+        job_id: str = self.submit(task=task)["id"]
+        wait_for(lambda: self.job(job_id)["status"] == "running", timeout=30, what="job start")
+        return job_id
+
     def wait_until_final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         final = {"succeeded", "failed", "cancelled", "timed_out", "dead"}
         return wait_for(
@@ -187,6 +199,16 @@ def fleet(
     """One fleet per backend, shared by the whole session."""
     home = tmp_path_factory.mktemp(f"fleet-{request.param}")
     with running_fleet(request.param, home, redis_url) as fleet:
+        yield fleet
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def own_fleet(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[Fleet]:
+    """A fleet of the test's own, for tests that stop, kill or reconfigure it. Settings come
+    from ``@pytest.mark.fleet_settings(...)``; leases are short so lost jobs move fast."""
+    marker = request.node.get_closest_marker("fleet_settings")
+    overrides = {"lease_seconds": 3} | (marker.kwargs if marker else {})
+    with running_fleet(request.param, tmp_path, redis_url, **overrides) as fleet:
         yield fleet
 
 

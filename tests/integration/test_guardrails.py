@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import time
@@ -52,37 +51,26 @@ def test_given_the_status_endpoint_then_it_lists_workers_and_breakers(fleet: Fle
     assert status["queue_depth"] >= 0
 
 
-@pytest.mark.parametrize("backend", ["redis", "embedded"])
+@pytest.mark.fleet_settings(breaker_threshold=2, breaker_cooldown_seconds=4, max_attempts=1)
 def test_given_provider_failures_then_the_breaker_opens_defers_jobs_and_closes_on_recovery(
-    backend: str, tmp_path: Path, redis_url: str
+    own_fleet: Fleet,
 ) -> None:
-    with running_fleet(
-        backend,
-        tmp_path,
-        redis_url,
-        breaker_threshold=2,
-        breaker_cooldown_seconds=4,
-        max_attempts=1,
-    ) as fleet:
-        broken = [fleet.submit(task="@fake auth-error")["id"] for _ in range(2)]
-        for job_id in broken:
-            assert fleet.wait_until_final(job_id)["status"] == "dead"
-        breaker = fleet.http.get("/status").json()["breakers"][0]
-        assert breaker["state"] == "open" and breaker["failures"] == 2
+    broken = [own_fleet.submit(task="@fake auth-error")["id"] for _ in range(2)]
+    for job_id in broken:
+        assert own_fleet.wait_until_final(job_id)["status"] == "dead"
+    breaker = own_fleet.http.get("/status").json()["breakers"][0]
+    assert breaker["state"] == "open" and breaker["failures"] == 2
 
-        opened = time.time()
-        healthy = fleet.submit(task="@fake result back to normal")["id"]
-        time.sleep(1.5)
-        assert fleet.job(healthy)["status"] == "queued", "deferred while the breaker is open"
+    opened = time.time()
+    healthy = own_fleet.submit(task="@fake result back to normal")["id"]
+    time.sleep(1.5)
+    assert own_fleet.job(healthy)["status"] == "queued", "deferred while the breaker is open"
+    job = own_fleet.wait_until_final(healthy, timeout=60)
 
-        job = fleet.wait_until_final(healthy, timeout=60)
-        started = job["started_at"]
-
-        assert job["status"] == "succeeded" and job["attempts"] == 1
-        assert _epoch(started) >= opened + 2, "it ran only after the cool-down"
-        assert fleet.http.get("/status").json()["breakers"][0]["state"] == "closed"
-        wait_for(lambda: "deferred" in (fleet.logs / "worker.log").read_text(), timeout=5,
-                 what="the deferral in the worker log")  # fmt: skip
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert _epoch(job["started_at"]) >= opened + 2, "it ran only after the cool-down"
+    assert own_fleet.http.get("/status").json()["breakers"][0]["state"] == "closed"
+    assert "deferred" in (own_fleet.logs / "worker.log").read_text()
 
 
 def _epoch(stamp: str) -> float:
@@ -91,31 +79,23 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-@pytest.mark.parametrize("backend", ["redis", "embedded"])
 def test_given_the_worker_main_process_sigkilled_mid_job_then_the_job_runs_again_elsewhere(
-    backend: str, tmp_path: Path, redis_url: str
+    own_fleet: Fleet,
 ) -> None:
-    with running_fleet(backend, tmp_path, redis_url, lease_seconds=3) as fleet:
-        job_id = fleet.submit(task="@fake sleep 6\n@fake result survived")["id"]
-        agent = wait_for(lambda: fleet.job(job_id)["status"] == "running" and _agent(fleet, job_id),
-                         timeout=30, what="the agent")  # fmt: skip
+    job_id = own_fleet.start_job("@fake sleep 6\n@fake result survived")
+    agent = wait_for(lambda: own_fleet.agent_pid(job_id), timeout=30, what="the agent")
 
-        os.kill(fleet.worker.pid, signal.SIGKILL)
-        fleet.worker.wait(timeout=10)
-        # the pool process notices its worker is gone and takes the agent with it
-        wait_for(lambda: not pid_alive(agent), timeout=5, what="the orphaned agent to die")
-        fleet.replace_worker()
-        job = fleet.wait_until_final(job_id, timeout=90)
+    os.kill(own_fleet.worker.pid, signal.SIGKILL)
+    own_fleet.worker.wait(timeout=10)
+    # its pool processes die with it; the reaper takes the agent along
+    wait_for(lambda: not pid_alive(agent), timeout=5, what="the orphaned agent to die")
+    own_fleet.replace_worker()
+    job = own_fleet.wait_until_final(job_id, timeout=90)
 
     assert job["status"] == "succeeded" and job["result"] == "survived"
     assert job["attempts"] == 2
-    records = [p.name for p in fleet.settings.jobs_dir.glob(f"{job_id}*.json")]
+    records = [p.name for p in own_fleet.settings.jobs_dir.glob(f"{job_id}*.json")]
     assert records == [f"{job_id}.json"], "exactly one record"
-
-
-def _agent(fleet: Fleet, job_id: str) -> int | None:
-    pid = json.loads((fleet.settings.jobs_dir / f"{job_id}.json").read_text()).get("agent_pid")
-    return pid if pid and pid_alive(pid) else None
 
 
 def test_given_a_queue_of_batch_jobs_then_an_interactive_job_overtakes_them(
@@ -135,18 +115,16 @@ def test_given_a_queue_of_batch_jobs_then_an_interactive_job_overtakes_them(
     assert started[urgent] < min(started[b] for b in batch), "submitted last, served first"
 
 
-@pytest.mark.parametrize("backend", ["redis", "embedded"])
+@pytest.mark.fleet_settings(stall_seconds=2, fleet_max_jobs=1, kill_grace_seconds=1)
 def test_given_limits_on_real_workers_then_stalls_overspend_and_fleet_limits_are_enforced(
-    backend: str, tmp_path: Path, redis_url: str
+    own_fleet: Fleet,
 ) -> None:
-    limits = {"stall_seconds": 2, "fleet_max_jobs": 1, "kill_grace_seconds": 1}
-    with running_fleet(backend, tmp_path, redis_url, **limits) as fleet:
-        stalled = fleet.submit(task="@fake write notes.txt half\n@fake hang")["id"]
-        pricey = fleet.submit(task="@fake turns 3\n@fake hang", max_cost_usd=0.001)["id"]
-        queued = [fleet.submit(task=f"@fake sleep 1\n@fake result {n}")["id"] for n in range(3)]
+    stalled = own_fleet.submit(task="@fake write notes.txt half\n@fake hang")["id"]
+    pricey = own_fleet.submit(task="@fake turns 3\n@fake hang", max_cost_usd=0.001)["id"]
+    queued = [own_fleet.submit(task=f"@fake sleep 1\n@fake result {n}")["id"] for n in range(3)]
 
-        jobs = {job_id: fleet.wait_until_final(job_id, timeout=90)
-                for job_id in [stalled, pricey, *queued]}  # fmt: skip
+    jobs = {job_id: own_fleet.wait_until_final(job_id, timeout=90)
+            for job_id in [stalled, pricey, *queued]}  # fmt: skip
 
     assert jobs[stalled]["status"] == "failed" and jobs[stalled]["error"].startswith("stalled")
     assert jobs[pricey]["error"] == "budget_exceeded: cost"

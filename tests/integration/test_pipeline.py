@@ -68,7 +68,7 @@ def test_given_a_running_job_when_cancelled_then_its_process_tree_and_worktree_a
 ) -> None:
     remote = make_remote(tmp_path)
     job_id = fleet.submit(task="@fake spawn 300\n@fake hang", repo_url=str(remote))["id"]
-    pid = wait_for(lambda: fleet.job(job_id)["status"] == "running" and _agent_pid(fleet, job_id),
+    pid = wait_for(lambda: fleet.job(job_id)["status"] == "running" and fleet.agent_pid(job_id),
                    timeout=30, what="the agent to start")  # fmt: skip
     assert group_members(pid), "the agent runs in its own process group"
 
@@ -186,17 +186,11 @@ def test_given_a_python_user_when_run_job_delay_is_called_with_a_spec_then_it_ru
     assert job["status"] == "succeeded" and job["result"] == "from python"
 
 
-def _agent_pid(fleet: Fleet, job_id: str) -> int | None:
-    record = json.loads((fleet.settings.jobs_dir / f"{job_id}.json").read_text())
-    pid = record.get("agent_pid")
-    return pid if pid and pid_alive(pid) else None
-
-
 def test_given_a_pool_process_killed_mid_job_then_the_job_runs_again_and_no_agent_is_orphaned(
     fleet: Fleet,
 ) -> None:
     job_id = fleet.submit(task="@fake sleep 8\n@fake result second time lucky")["id"]
-    first_agent = wait_for(lambda: _agent_pid(fleet, job_id), timeout=30, what="the agent")
+    first_agent = wait_for(lambda: fleet.agent_pid(job_id), timeout=30, what="the agent")
     pool_process = int(Path(f"/proc/{first_agent}/stat").read_text().split(") ")[1].split()[1])
 
     os.kill(pool_process, signal.SIGKILL)
