@@ -5,6 +5,7 @@ Every variable carries the ``AGENTICORE_`` prefix, e.g. ``AGENTICORE_REDIS_URL``
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from functools import lru_cache
@@ -151,6 +152,15 @@ class Settings(BaseSettings):
     def longest_run_seconds(self) -> float:
         """Upper bound of one attempt: what broker visibility timeouts must exceed."""
         return self.job_timeout_seconds + self.kill_grace_seconds + self.clone_timeout_seconds
+
+    def to_env(self) -> dict[str, str]:
+        """``AGENTICORE_*`` variables that give a child process exactly these settings."""
+        env = {}
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            env[f"{ENV_PREFIX}{name.upper()}"] = (
+                value if isinstance(value, str) else json.dumps(value)
+            )
+        return env
 
     def worker_identity(self) -> str:
         return self.worker_name or os.environ.get("POD_NAME") or socket.gethostname()

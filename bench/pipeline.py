@@ -195,10 +195,7 @@ def child_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     """The environment that makes a child process see ``settings`` (as tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICORE_")}
     env.pop("CLAUDECODE", None)
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"AGENTICORE_{name.upper()}"] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
+    env |= settings.to_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env | extra
 

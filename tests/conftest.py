@@ -60,12 +60,9 @@ def _pings(client: redis.Redis) -> bool:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTICORE_")}
-    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        env[f"AGENTICORE_{name.upper()}"] = text
     env.pop("CLAUDECODE", None)
     env["PYTHONPATH"] = str(REPO_ROOT)
-    return env
+    return env | settings.to_env()
 
 
 @pytest.fixture
