@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agenticore.config import get_settings, reset_settings
+from agenticore.config import Settings, get_settings, reset_settings
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +59,16 @@ def test_given_an_empty_redis_url_then_the_embedded_default_is_used(
     monkeypatch.setenv("AGENTICORE_REDIS_URL", "")
 
     assert get_settings().embedded
+
+
+def test_given_settings_when_passed_through_the_environment_then_they_come_back_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Settings(
+        home=tmp_path, allow_local_repos=True, profile_max_jobs={"review": 2}, max_cost_usd=1.5
+    )
+
+    for name, value in original.to_env().items():
+        monkeypatch.setenv(name, value)
+
+    assert Settings() == original
