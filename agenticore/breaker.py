@@ -62,6 +62,8 @@ class CircuitBreaker:
 
     def allow(self) -> float:
         """0 if a job may run now, else the seconds to wait before asking again."""
+        if self._quiet():
+            return 0.0
         with self._state() as status:
             now = time.time()
             if status.state is BreakerState.CLOSED:
@@ -78,6 +80,8 @@ class CircuitBreaker:
             return 0.0
 
     def record_success(self) -> None:
+        if self._quiet():
+            return
         with self._state() as status:
             if status.state is not BreakerState.CLOSED or status.failures:
                 status.state, status.failures = BreakerState.CLOSED, 0
@@ -95,6 +99,11 @@ class CircuitBreaker:
     def status(self) -> BreakerStatus:
         with self._state() as status:
             return status
+
+    def _quiet(self) -> bool:
+        """Closed with no failures counted: the common case, answered without the lock."""
+        state = self._load()
+        return state.get("state", "closed") == "closed" and not state.get("failures")
 
     @contextmanager
     def _state(self) -> Iterator[BreakerStatus]:

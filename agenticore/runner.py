@@ -144,6 +144,8 @@ class JobRunner:
         resume = job.resume_session is not None
         session_id = job.resume_session or str(uuid.uuid4())
         budget = self._budget(job, profile)
+        job_dir = self.settings.jobs_dir / job.id
+        transcript = job_dir / backend.transcript_name()
         # the record shows the limits this run was held to; the argv passes them on
         job = self.store.update(
             job.id,
@@ -151,25 +153,24 @@ class JobRunner:
             max_turns=budget.max_turns,
             max_cost_usd=budget.max_cost_usd,
             max_attempts=budget.max_attempts,
+            transcript_path=str(transcript),
         )
         config = materialize(self.settings, profile, job)
         if resume and not carry_session(
             self.settings, session_id, config.config_dir, workspace.path
         ):
             log.info("job %s: session %s not found locally; the agent decides", job.id, session_id)
-        job_dir = self.settings.jobs_dir / job.id
         spec = ProcessSpec(
             argv=backend.command(self.settings, profile, job, config, resume=resume),
             cwd=workspace.path,
             env=backend.environment(dict(os.environ), profile, config),
-            transcript=job_dir / backend.transcript_name(),
+            transcript=transcript,
             stderr=job_dir / "stderr.log",
             timeout=budget.wall_seconds,
             grace=self.settings.kill_grace_seconds,
             stall_seconds=self.settings.stall_seconds,
             max_rss_mb=self.settings.max_agent_rss_mb,
         )
-        self.store.update(job.id, transcript_path=str(spec.transcript))
         stream = backend.new_stream()
         model = job.model or profile.model
         meter = CostMeter(price_for(model, self.settings.model_prices), budget)
