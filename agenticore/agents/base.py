@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agenticore.config import Settings
@@ -28,7 +28,6 @@ class AgentOutcome:
     # is retried; retryable alone: our side broke (clone failed), retried, breaker untouched
     infra: bool = False
     retryable: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentStream(Protocol):
