@@ -7,9 +7,9 @@ enforces the wall clock, notices an agent that prints nothing for ``stall_second
 whose group grows past ``max_rss_mb``, asks the caller every second whether to stop
 (cancellation, budgets) and, on any exit path, terminates the process group: SIGTERM, a
 grace period, then SIGKILL. Before a kill the group is frozen (SIGSTOP) and ``before_kill``
-runs, so the caller can salvage the agent's work without it changing underneath. A small
-reaper process kills the group if the supervising process itself dies (a worker SIGKILLed
-or OOM-killed), so no agent outlives its supervisor.
+runs, so the caller can salvage the agent's work without it changing underneath. The
+group is registered with this process's reaper (``reaper.py``), which kills it should the
+supervising process itself die.
 
 Stop reasons: ``timeout``, ``stalled``, ``memory_exceeded`` and whatever the callbacks
 return (``cancelled``, ``budget_exceeded: cost`` …).
@@ -21,7 +21,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from types import FrameType
 from typing import IO
 
 from agenticore.errors import AgentError
+from agenticore.reaper import reaper
 
 __all__ = [
     "ProcessResult",
@@ -116,19 +116,19 @@ def supervise(
     result = ProcessResult()
     with spec.transcript.open("ab") as transcript, spec.stderr.open("ab") as stderr:
         proc = _spawn(spec, stderr)
-        reaper = _start_reaper(proc.pid)
         result.pid = proc.pid
         lines: queue.Queue[object] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
         reader.start()
         try:
+            reaper.watch(proc.pid)
             on_start(proc.pid)
             _follow(spec, proc, lines, transcript, on_line, should_stop, started, result)
             if result.stop_reason not in (None, "cancelled") and before_kill is not None:
                 _frozen(proc, lambda: before_kill(result.stop_reason or ""))
         finally:
             _stop(proc, spec.grace)
-            _stop_reaper(reaper)
+            reaper.forget(proc.pid)
             reader.join(timeout=5)
             _drain(lines, transcript)
     result.exit_code = proc.returncode
@@ -163,42 +163,6 @@ def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
         ) from None
     except PermissionError:
         raise AgentError(f"agent_not_executable: {spec.argv[0]!r} cannot be executed") from None
-
-
-# Waits for EOF on stdin, then kills the process group named by argv[1]. Its stdin is a
-# pipe whose only writer is the supervising process: if that process dies, even by
-# SIGKILL, the kernel closes the pipe and the agent's whole group goes with it.
-_REAPER = (
-    "import os, signal, sys\n"
-    "sys.stdin.buffer.read()\n"
-    "try:\n    os.killpg(int(sys.argv[1]), signal.SIGKILL)\n"
-    "except OSError:\n    pass\n"
-)
-
-
-def _start_reaper(pgid: int) -> tuple[subprocess.Popen[bytes], int]:
-    read_end, write_end = os.pipe()
-    try:
-        reaper = subprocess.Popen(
-            [sys.executable, "-S", "-E", "-c", _REAPER, str(pgid)],
-            stdin=read_end,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a signal to our group must not reach it first
-        )
-    finally:
-        os.close(read_end)
-    return reaper, write_end
-
-
-def _stop_reaper(reaper: tuple[subprocess.Popen[bytes], int]) -> None:
-    process, write_end = reaper
-    os.close(write_end)  # EOF: it kills the (already empty) group and exits
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[object]) -> None:
