@@ -17,6 +17,7 @@ from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
 from agenticore.supervisor import kill_process_group
+from workers.broker import job_ids_in_broker
 
 __all__ = ["RUN_JOB", "app", "enqueue", "make_celery"]
 
@@ -87,7 +88,9 @@ def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:
     """Every half lease: heartbeat, then one reconciler pass (if this worker leads it)."""
     settings = get_settings()
     registry = WorkerRegistry(settings)
-    reconciler = Reconciler(settings, lambda job: enqueue(celery, job))
+    reconciler = Reconciler(
+        settings, lambda job: enqueue(celery, job), in_broker=lambda: job_ids_in_broker(celery)
+    )
     while True:
         try:
             registry.beat(name)

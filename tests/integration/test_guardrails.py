@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobSpec
 from tests.conftest import Fleet, running_fleet
 from tests.helpers import pid_alive, wait_for
 
@@ -132,3 +134,15 @@ def test_given_limits_on_real_workers_then_stalls_overspend_and_fleet_limits_are
     spans = sorted((_epoch(j["started_at"]), _epoch(j["finished_at"])) for j in jobs.values())
     overlaps = [a for a, b in itertools.pairwise(spans) if b[0] < a[1]]
     assert overlaps == [], "FLEET_MAX_JOBS=1: never two jobs at once"
+
+
+def test_given_a_stored_job_whose_message_never_reached_the_broker_then_it_still_runs(
+    fleet: Fleet,
+) -> None:
+    # as if the API died between storing the job and enqueueing it
+    job = JobStore(fleet.settings).create(Job.from_spec(JobSpec(task="@fake result recovered")))
+
+    done = fleet.wait_until_final(job.id, timeout=60)
+
+    assert done["status"] == "succeeded" and done["result"] == "recovered"
+    assert done["attempts"] == 1

@@ -81,3 +81,23 @@ def test_given_another_leader_then_this_pass_does_nothing(lease_settings: Settin
 
     assert handed == []
     assert JobStore(lease_settings).get(job.id).status is JobStatus.RUNNING
+
+
+def test_given_a_queued_job_missing_from_the_broker_twice_then_it_is_enqueued_again(
+    lease_settings: Settings,
+) -> None:
+    store = JobStore(lease_settings)
+    lost = store.create(Job.from_spec(JobSpec(task="lost")))
+    waiting = store.create(Job.from_spec(JobSpec(task="waiting")))
+    sent: list[str] = []
+    reconciler = Reconciler(
+        lease_settings, lambda job: sent.append(job.id), in_broker=lambda: {waiting.id}
+    )
+
+    first = reconciler.run_once()
+    second = reconciler.run_once()
+    third = reconciler.run_once()
+
+    assert first == [], "one miss may be a job between storing and sending"
+    assert second == sent == [lost.id]
+    assert third == [], "sent once, then given a pass to show up"
