@@ -66,9 +66,9 @@ def _worker_state(
     """draining as declared; offline without a fresh heartbeat; degraded if it beats but
     does not answer the broker's control messages; else busy or online."""
     declared = record.current_state(settings.lease_seconds, now) if record else None
-    if declared in ("draining", "offline") and not (declared == "offline" and running is not None):
+    if declared == "draining":
         return declared
-    if running is None:
+    if running is None:  # no answer to the control ping
         return "degraded" if declared == "online" else "offline"
     return "busy" if running else "online"
 
