@@ -226,17 +226,24 @@ def list_jobs(
     if as_json:
         _print_json(page)
         return
-    table = Table("status", "task", "repo", "cost", "created")
-    table.add_column("id", no_wrap=True)
+    wide = console.width >= 140
+    table = Table(box=None, header_style="bold")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole: `agenticore job` takes it
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("created", no_wrap=True, min_width=11)
+    table.add_column("cost", no_wrap=True, justify="right", min_width=7)
+    table.add_column("task", no_wrap=True, overflow="ellipsis", ratio=2)
+    if wide:
+        table.add_column("repo", no_wrap=True, overflow="ellipsis", ratio=1)
     for job in page["data"]:
-        table.add_row(
-            _styled(job["status"]),
-            _short(job["task"], 40),
-            _short(job["repo_url"] or "-", 40),
-            _cost(job["cost_usd"]),
-            job["created_at"][:19],
+        cells = [
             job["id"],
-        )
+            _styled(job["status"]),
+            job["created_at"][5:16].replace("T", " "),
+            _cost(job["cost_usd"]),
+            _short(job["task"], 80),
+        ]
+        table.add_row(*cells, *([job["repo_url"] or "-"] if wide else []))
     console.print(table)
     if page["next_cursor"]:
         console.print(f"more: agenticore jobs --cursor {page['next_cursor']}")
