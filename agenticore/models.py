@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from agenticore.redaction import has_credentials
+
 __all__ = [
     "CELERY_PRIORITY",
     "TERMINAL",
@@ -123,7 +125,10 @@ class JobSpec(BaseModel):
 
     @field_validator("repo_url")
     @classmethod
-    def _blank_repo_is_none(cls, value: str | None) -> str | None:
+    def _repo_without_secrets(cls, value: str | None) -> str | None:
+        # checked here, not only in the API, so no entry point can store a token
+        if value is not None and has_credentials(value.strip()):
+            raise ValueError("repo_url must not embed credentials; configure a token instead")
         return value.strip() or None if value is not None else None
 
     @field_validator("base_ref")

@@ -58,3 +58,10 @@ def test_given_a_spec_with_a_session_then_the_job_resumes_it() -> None:
 def test_given_bad_specs_then_validation_rejects_them(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         JobSpec.model_validate(bad)
+
+
+def test_given_a_repo_url_with_a_token_then_no_job_can_be_made_from_it() -> None:
+    with pytest.raises(ValidationError, match="must not embed credentials") as err:
+        JobSpec(task="x", repo_url="https://x-access-token:ghp_SECRET@github.com/a/b.git")
+
+    assert "ghp_SECRET" not in str(err.value).split("input_value")[0]

@@ -1,0 +1,437 @@
+"""The ``agenticore`` command. Job commands talk to the REST API (``AGENTICORE_API_URL``);
+``up``, ``serve`` and ``worker`` start the processes themselves.
+
+Exit codes: 0 success, 1 a failed job or an unreachable API, 2 bad usage or a rejected request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from agenticore.client import ApiError, ApiUnavailable, Client
+from agenticore.config import get_settings
+from agenticore.fleet import WorkerRegistry
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobStatus
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="agenticore",
+    help="Run AI coding agents as supervised background jobs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out", "dead"}
+STATE_STYLE = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "timed_out": "red",
+    "dead": "red",
+}
+CELERY_QUEUE = "agenticore"
+
+ApiOption = Annotated[
+    str | None, typer.Option("--api", envvar="AGENTICORE_API_URL", help="API base URL")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def main() -> None:
+    app()
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port (AGENTICORE_PORT)")] = None,
+) -> None:
+    """Run the REST API."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.main:app", host=host or settings.host, port=port or settings.port)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="parallel jobs (AGENTICORE_MAX_PARALLEL_JOBS)")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+) -> None:
+    """Run a Celery worker that executes jobs."""
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "-l", loglevel,
+        "-Q", CELERY_QUEUE,
+        "-c", str(concurrency or settings.max_parallel_jobs),
+        "-n", settings.worker_node_name(),
+        "--pool", "prefork",
+        "--pidfile", str(settings.worker_pidfile()),
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+@app.command()
+def drain(
+    timeout: Annotated[float, typer.Option(help="seconds to wait for running jobs")] = 300,
+) -> None:
+    """Stop this host's worker taking jobs, let its jobs finish, then stop it.
+
+    Past the timeout the worker is stopped cold: its running jobs are handed back to the
+    queue (their agents terminated, their work salvaged by the next attempt)."""
+    settings = get_settings()
+    name = settings.worker_node_name()
+    pid = _worker_pid(settings.worker_pidfile())
+    store = JobStore(settings)
+    for job in _running_on(store, name):
+        store.update(job.id, worker_state="draining")
+    _celery_control("cancel_consumer", CELERY_QUEUE, "-d", name)
+    WorkerRegistry(settings).set_state(name, "draining")
+    console.print(f"{name}: draining; no new jobs")
+    deadline = time.monotonic() + timeout
+    while (busy := _running_on(store, name)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if busy:
+        console.print(f"{name}: {len(busy)} job(s) still running after {timeout:g}s; handing back")
+    # SIGTERM: warm shutdown (nothing runs any more); SIGQUIT: cold, pool processes get SIGTERM
+    os.kill(pid, signal.SIGQUIT if busy else signal.SIGTERM)
+    _wait_gone(pid, timeout=60)
+    console.print(f"{name}: stopped")
+
+
+@app.command()
+def up(
+    flower: Annotated[bool, typer.Option(help="also start Flower if installed")] = True,
+    port: Annotated[int | None, typer.Option(help="API port")] = None,
+) -> None:
+    """Start the API and one worker (and Flower) on this machine; Ctrl-C stops them."""
+    settings = get_settings()
+    port = port or settings.port
+    me = [sys.executable, "-m", "agenticore.cli"]
+    commands = {"api": [*me, "serve", "--port", str(port)], "worker": [*me, "worker"]}
+    if flower and shutil.which("celery") and _has_module("flower"):
+        commands["flower"] = [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    backend = (settings.redis_url and "redis") or f"embedded (no Redis) under {settings.home}"
+    console.print(f"[bold]Agenticore[/] broker: {backend}")
+    console.print(f"API: http://{settings.host}:{port}  (AGENTICORE_API_URL)")
+    if "flower" in commands:
+        console.print("Flower: http://127.0.0.1:5555")
+    children = {name: subprocess.Popen(argv) for name, argv in commands.items()}
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children.values()):
+            time.sleep(0.5)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    dead = [name for name, child in children.items() if child.returncode not in (0, -15, None)]
+    if dead and not stopping:
+        _fail(f"{', '.join(dead)} exited unexpectedly", code=1)
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="what the agent should do")],
+    repo: Annotated[str | None, typer.Option("--repo", help="repository URL")] = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="base branch, tag or commit")] = None,
+    profile: Annotated[str, typer.Option(help="agent profile")] = "default",
+    model: Annotated[str | None, typer.Option(help="model override")] = None,
+    session: Annotated[str | None, typer.Option("--session", help="resume this session")] = None,
+    timeout: Annotated[int | None, typer.Option(help="wall-clock limit in seconds")] = None,
+    priority: Annotated[
+        str, typer.Option(help="interactive | normal | batch (Redis broker only)")
+    ] = "normal",
+    max_cost: Annotated[float | None, typer.Option(help="budget in USD")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+    as_json: JsonOption = False,
+    api: ApiOption = None,
+) -> None:
+    """Submit a job."""
+    spec: dict[str, Any] = {"task": task, "profile": profile, "priority": priority}
+    optional = {
+        "repo_url": repo,
+        "base_ref": ref,
+        "model": model,
+        "session_id": session,
+        "timeout_seconds": timeout,
+        "max_cost_usd": max_cost,
+    }
+    spec |= {k: v for k, v in optional.items() if v is not None}
+    client = _client(api)
+    job = _call(client.submit, spec)
+    if not wait:
+        _print_json(job) if as_json else console.print(f"submitted job [bold]{job['id']}[/]")
+        return
+    job = _follow(client, job, quiet=as_json)
+    if as_json:
+        _print_json(job)
+    else:
+        _print_job(job)
+    raise typer.Exit(0 if job["status"] == "succeeded" else 1)
+
+
+@app.command("jobs")
+def list_jobs(
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
+    as_json: JsonOption = False,
+    api: ApiOption = None,
+) -> None:
+    """List jobs, newest first."""
+    page = _call(_client(api).jobs, status=status, limit=limit, cursor=cursor)
+    if as_json:
+        _print_json(page)
+        return
+    wide = console.width >= 140
+    table = Table(box=None, header_style="bold")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole: `agenticore job` takes it
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("created", no_wrap=True, min_width=11)
+    table.add_column("cost", no_wrap=True, justify="right", min_width=7)
+    table.add_column("task", no_wrap=True, overflow="ellipsis", ratio=2)
+    if wide:
+        table.add_column("repo", no_wrap=True, overflow="ellipsis", ratio=1)
+    for job in page["data"]:
+        cells = [
+            job["id"],
+            _styled(job["status"]),
+            job["created_at"][5:16].replace("T", " "),
+            _cost(job["cost_usd"]),
+            _short(job["task"], 80),
+        ]
+        table.add_row(*cells, *([job["repo_url"] or "-"] if wide else []))
+    console.print(table)
+    if page["next_cursor"]:
+        console.print(f"more: agenticore jobs --cursor {page['next_cursor']}")
+
+
+@app.command("job")
+def show_job(
+    job_id: Annotated[str, typer.Argument(help="job id")],
+    as_json: JsonOption = False,
+    api: ApiOption = None,
+) -> None:
+    """Show one job."""
+    job = _call(_client(api).job, job_id)
+    _print_json(job) if as_json else _print_job(job)
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="job id")], api: ApiOption = None) -> None:
+    """Cancel a queued or running job."""
+    job = _call(_client(api).cancel, job_id)
+    console.print(f"job {job['id']} is {_styled(job['status'])}")
+
+
+@app.command()
+def profiles(as_json: JsonOption = False, api: ApiOption = None) -> None:
+    """List agent profiles."""
+    page = _call(_client(api).profiles)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("name", "model", "max turns", "permission mode", "description")
+    for p in page["data"]:
+        table.add_row(
+            p["name"],
+            p["model"] or "-",
+            str(p["max_turns"] or "-"),
+            p["permission_mode"] or "-",
+            p["description"],
+        )
+    console.print(table)
+
+
+@app.command()
+def status(as_json: JsonOption = False, api: ApiOption = None) -> None:
+    """Is the API up, and can it reach its broker and job store?"""
+    client = _client(api)
+    ready = _call(client.ready)
+    if as_json:
+        _print_json(ready)
+    else:
+        verdict = "[green]ready[/]" if ready["ready"] else "[red]not ready[/]"
+        console.print(f"API {client.base_url}: {verdict} ({ready['backend']})")
+        console.print(f"  broker: {ready['broker']}\n  store:  {ready['store']}")
+    raise typer.Exit(0 if ready["ready"] else 1)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _client(api: str | None) -> Client:
+    return Client(api or get_settings().api_url)
+
+
+def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return method(*args, **kwargs)
+    except ApiUnavailable as exc:
+        _fail(f"{exc}\nIs it running? Start it with: agenticore up", code=1)
+    except ApiError as exc:
+        # 4xx is the caller's to fix; a busy fleet (429) or a server error is not
+        _fail(exc.detail, code=2 if exc.status_code < 500 and exc.status_code != 429 else 1)
+
+
+def _follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+    started = time.monotonic()
+    last = None
+    try:
+        with console.status("", spinner="dots") as spinner:
+            while job["status"] not in FINAL_STATES:
+                if job["status"] != last and not quiet:
+                    where = f" on {job['worker']}" if job.get("worker") else ""
+                    console.print(f"{job['id']}: {_styled(job['status'])}{where}")
+                    last = job["status"]
+                spinner.update(f"{job['status']} … {time.monotonic() - started:.0f}s")
+                time.sleep(0.5)
+                job = _call(client.job, job["id"])
+    except KeyboardInterrupt:
+        errors.print(f"stopped following; the job goes on. Cancel: agenticore cancel {job['id']}")
+        raise typer.Exit(130) from None
+    return job
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    lines = [
+        f"[bold]status[/]    {_styled(job['status'])}",
+        f"[bold]task[/]      {_short(job['task'], 100)}",
+    ]
+    fields = [
+        ("repo", job.get("repo_url")),
+        ("branch", job.get("branch")),
+        ("worker", job.get("worker")),
+        ("session", job.get("session_id")),
+        ("cost", _cost(job.get("cost_usd")) if job.get("cost_usd") is not None else None),
+        ("turns", job.get("num_turns")),
+        ("elapsed", _elapsed(job)),
+        ("changed", ", ".join(job.get("changed_files") or []) or None),
+        ("commit", job.get("commit_sha")),
+        ("error", job.get("error")),
+    ]
+    lines += [f"[bold]{name:<9}[/] {value}" for name, value in fields if value is not None]
+    if job.get("result"):
+        lines += ["", job["result"]]
+    console.print(Panel("\n".join(lines), title=f"job {job['id']}", expand=False))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _styled(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cost(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def _elapsed(job: dict[str, Any]) -> str | None:
+    if not (job.get("started_at") and job.get("finished_at")):
+        return None
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return f"{(finished - started).total_seconds():.1f}s"
+
+
+def _worker_pid(pidfile: Path) -> int:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        _fail(f"no running worker found (pid file {pidfile})", code=1)
+    return pid
+
+
+def _celery_control(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "control", *args, "--timeout", "5"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _running_on(store: JobStore, worker: str) -> list[Job]:
+    running, cursor = store.list_jobs(status=JobStatus.RUNNING, limit=200)
+    found = [job for job in running if job.worker == worker]
+    while cursor:
+        running, cursor = store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
+        found += [job for job in running if job.worker == worker]
+    return found
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat[stat.rindex(")") + 2] == "Z":  # exited; its parent has yet to reap it
+            return
+        time.sleep(0.2)
+    _fail(f"worker {pid} did not stop within {timeout:g}s", code=1)
+
+
+def _has_module(name: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(name) is not None
+
+
+def _fail(message: str, *, code: int) -> NoReturn:
+    errors.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Settings: environment variable > YAML file (``AGENTICORE_CONFIG``) > default.
+
+Every variable carries the ``AGENTICORE_`` prefix, e.g. ``AGENTICORE_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from agenticore.budgets import DEFAULT_PRICES, Price
+
+__all__ = ["Settings", "get_settings", "reset_settings"]
+
+ENV_PREFIX = "AGENTICORE_"
+
+
+class YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``AGENTICORE_CONFIG``; keys may be upper or lower case."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values().get(field_name), field_name, False
+
+    def _values(self) -> dict[str, Any]:
+        path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if not path:
+            return {}
+        raw = yaml.safe_load(Path(path).expanduser().read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file {path} must hold a mapping")
+        return {str(k).lower().removeprefix(ENV_PREFIX.lower()): v for k, v in raw.items()}
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values().items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="Redis for broker, results and job store; unset = embedded"
+    )
+    redis_key_prefix: str = "agenticore"
+    home: Path = Field(default=Path("~/.agenticore"), description="data root")
+    repos_root: Path | None = None
+    worktree_root: Path | None = None
+    profiles_dir: Path | None = None
+    claude_bin: str = "claude"
+    max_parallel_jobs: int = Field(default=2, ge=1, le=256)
+    job_ttl_seconds: int = Field(default=86400, ge=60)
+    job_timeout_seconds: int = Field(default=3600, ge=1)
+    kill_grace_seconds: float = Field(default=10.0, ge=0)
+    stall_seconds: float = Field(default=900.0, gt=0, description="no output this long = stalled")
+    max_agent_rss_mb: int | None = Field(default=None, ge=1, description="agent group RSS cap")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="default per-job budget")
+    max_turns: int | None = Field(default=None, ge=1, description="default per-job turn limit")
+    max_attempts: int = Field(default=3, ge=1)
+    breaker_threshold: int = Field(default=5, ge=1, description="infra failures to open")
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    fleet_max_jobs: int | None = Field(default=None, ge=1, description="jobs at once, fleet-wide")
+    profile_max_jobs: dict[str, int] = Field(default_factory=dict, description="per profile")
+    repo_max_jobs: dict[str, int] = Field(default_factory=dict, description="per repo URL")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="permits and running-job heartbeats expire after this"
+    )
+    retry_backoff_seconds: float = Field(default=10.0, gt=0, description="first retry delay")
+    retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    max_queue_depth: int | None = Field(default=None, ge=1, description="429 beyond this")
+    retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After when busy")
+    model_prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    clone_timeout_seconds: int = Field(default=600, ge=10)
+    allow_local_repos: bool = False
+    port: int = Field(default=8200, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    api_url: str = "http://127.0.0.1:8200"
+    public_url: str | None = Field(default=None, description="base URL used in links to jobs")
+    worker_name: str | None = Field(default=None, description="defaults to POD_NAME or hostname")
+
+    @field_validator("home", "repos_root", "worktree_root", "profiles_dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlFileSource(settings_cls), file_secret_settings
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.repos_root or self.home / "repos"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.worktree_root or self.home / "worktrees"
+
+    @property
+    def user_profiles_dir(self) -> Path:
+        return self.profiles_dir or self.home / "profiles"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def worker_node_name(self) -> str:
+        """The Celery node name this host's worker runs under."""
+        return f"agenticore@{self.worker_identity()}"
+
+    def worker_pidfile(self) -> Path:
+        return self.run_dir / f"{self.worker_identity()}.pid"
+
+    @property
+    def celery_dir(self) -> Path:
+        return self.home / "celery"
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def longest_run_seconds(self) -> float:
+        """Upper bound of one attempt: what broker visibility timeouts must exceed."""
+        return self.job_timeout_seconds + self.kill_grace_seconds + self.clone_timeout_seconds
+
+    def to_env(self) -> dict[str, str]:
+        """``AGENTICORE_*`` variables that give a child process exactly these settings."""
+        env = {}
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            env[f"{ENV_PREFIX}{name.upper()}"] = (
+                value if isinstance(value, str) else json.dumps(value)
+            )
+        return env
+
+    def worker_identity(self) -> str:
+        return self.worker_name or os.environ.get("POD_NAME") or socket.gethostname()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next ``get_settings()`` re-reads env and file."""
+    get_settings.cache_clear()

@@ -1,0 +1,109 @@
+"""Every error Agenticore raises on purpose.
+
+    AgenticoreError
+    ├── InvalidRequest            bad input from a caller (HTTP 422, CLI exit 2)
+    │   ├── InvalidRepoURL        repo_url not allowed or malformed      (.repo)
+    │   └── ProfileNotFound       no such profile                        (.profile)
+    ├── JobNotFound               no record for the id (HTTP 404)        (.job_id)
+    ├── InvalidTransition         e.g. a finished job asked to run again (.job_id)
+    ├── StoreUnavailable          neither Redis nor the file store answers
+    ├── LockTimeout               a repo or job lock could not be taken  (.name)
+    ├── NoPermit                  a limit is full: defer, never drop     (.reason, .retry_after)
+    ├── RepoError                 clone/fetch/worktree failed            (.repo, .job_id)
+    └── AgentError                the agent could not be started         (.job_id)
+
+Messages never include credentials: URLs pass through ``redact_url`` first.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "AgenticoreError",
+    "InvalidRepoURL",
+    "InvalidRequest",
+    "InvalidTransition",
+    "JobNotFound",
+    "LockTimeout",
+    "NoPermit",
+    "ProfileNotFound",
+    "RepoError",
+    "StoreUnavailable",
+]
+
+
+class AgenticoreError(Exception):
+    """Base of the tree; ``str(err)`` is a message fit for a user."""
+
+
+class InvalidRequest(AgenticoreError):
+    pass
+
+
+class InvalidRepoURL(InvalidRequest):
+    def __init__(self, message: str, *, repo: str) -> None:
+        super().__init__(message)
+        self.repo = repo
+
+
+class ProfileNotFound(InvalidRequest):
+    def __init__(self, profile: str, available: list[str]) -> None:
+        names = ", ".join(available) or "none"
+        super().__init__(f"unknown profile {profile!r}; available: {names}")
+        self.profile = profile
+        self.available = available
+
+
+class JobNotFound(AgenticoreError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class InvalidTransition(AgenticoreError):
+    def __init__(self, job_id: str, current: str, wanted: str) -> None:
+        super().__init__(f"job {job_id} is {current}; it cannot become {wanted}")
+        self.job_id = job_id
+        self.current = current
+        self.wanted = wanted
+
+
+class StoreUnavailable(AgenticoreError):
+    pass
+
+
+class LockTimeout(AgenticoreError):
+    def __init__(self, name: str, waited: float) -> None:
+        super().__init__(f"lock {name!r} not acquired within {waited:.0f}s")
+        self.name = name
+
+
+class NoPermit(AgenticoreError):
+    """A concurrency limit is reached: the job must wait, never be dropped."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(f"no permit: {reason}; retry in {retry_after:.1f}s")
+        self.reason = reason
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[NoPermit], tuple[str, float]]:
+        # Exception pickles self.args (the message) by default, which __init__ cannot take
+        return type(self), (self.reason, self.retry_after)
+
+
+class RepoError(AgenticoreError):
+    """``transient``: talking to the remote failed (network, auth); another try may work."""
+
+    def __init__(
+        self, message: str, *, repo: str, job_id: str | None = None, transient: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.repo = repo
+        self.job_id = job_id
+        self.transient = transient
+
+
+class AgentError(AgenticoreError):
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id

@@ -1,0 +1,246 @@
+"""The job store: a Redis hash per job (with TTL) plus a JSON file per job, always.
+
+Writes go to the file first (atomic temp file + rename), then to Redis. Reads prefer Redis
+and fall back to the file, so a job outlives a Redis restart or an expired TTL. Without
+Redis the file store alone serves. Updates run under a lock and check the status machine,
+so a finished job never goes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from agenticore.config import Settings
+from agenticore.connections import redis_client
+from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from agenticore.keys import KeySchema
+from agenticore.locks import exclusive
+from agenticore.models import Job, JobStatus, can_transition
+
+__all__ = ["JobStore"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_HOLD_SECONDS = 30.0
+
+
+class JobStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis_client(settings)
+        self.keys = KeySchema(settings.redis_key_prefix)
+        self.dir = settings.jobs_dir
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        if not _safe_id(job_id):
+            return None
+        return self._read_redis(job_id) or self._read_file(job_id)
+
+    def list_jobs(
+        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. ``cursor`` is the last id of the previous page."""
+        jobs = self._list_redis(status, limit, cursor)
+        if jobs is None:
+            jobs = self._list_files(status, limit, cursor)
+        next_cursor = jobs[-1].id if len(jobs) == limit else None
+        return jobs, next_cursor
+
+    # -- writes ------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        """Stores a new job; creating an id that exists returns the stored job unchanged."""
+        with self._locked(job.id):
+            existing = self.find(job.id)
+            if existing is not None:
+                return existing
+            self._write(job, previous=None)
+            return job
+
+    def update(self, job_id: str, *, status: JobStatus | None = None, **fields: Any) -> Job:
+        """Changes fields, and the status if given, atomically with respect to other updates."""
+        with self._locked(job_id):
+            job = self.get(job_id)
+            changes = dict(fields)
+            if status is not None:
+                rerun = status is JobStatus.RUNNING
+                if (status != job.status or rerun) and not can_transition(job.status, status):
+                    raise InvalidTransition(job_id, job.status.value, status.value)
+                changes["status"] = status
+            updated = job.model_copy(update=changes)
+            self._write(updated, previous=job.status)
+            return updated
+
+    def claim_idempotency_key(self, key: str, job_id: str) -> str:
+        """Binds ``key`` to ``job_id`` unless another job holds it; returns the holder.
+
+        Keys live as long as job records in Redis (``JOB_TTL_SECONDS``).
+        """
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        ttl = self.settings.job_ttl_seconds
+        if self.redis is not None:
+            name = self.keys.idempotency(digest)
+            if self.redis.set(name, job_id, nx=True, ex=ttl):
+                return job_id
+            holder = self.redis.get(name)
+            return str(holder) if holder else self.claim_idempotency_key(key, job_id)
+        path = self.dir / "idempotency" / f"{digest}.json"
+        with self._locked("idempotency"):
+            try:
+                claim = json.loads(path.read_text())
+                if claim["expires"] > time.time():
+                    return str(claim["job_id"])
+            except FileNotFoundError:
+                pass
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, json.dumps({"job_id": job_id, "expires": time.time() + ttl}))
+        return job_id
+
+    def ping(self) -> None:
+        """Raises StoreUnavailable unless every configured backend answers."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.dir, os.W_OK):
+                raise StoreUnavailable(f"job directory {self.dir} is not writable")
+            if self.redis is not None:
+                self.redis.ping()
+        except (OSError, redis.RedisError) as exc:
+            raise StoreUnavailable(f"job store unavailable: {exc}") from exc
+
+    # -- internals ---------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, job_id: str) -> Iterator[None]:
+        # the file store shares one lock: per-job lock files would pile up forever
+        name = f"job:{job_id}" if self.redis is not None else "jobs"
+        with exclusive(self.settings, name, hold=_LOCK_HOLD_SECONDS, wait=_LOCK_HOLD_SECONDS):
+            yield
+
+    def _write(self, job: Job, previous: JobStatus | None) -> None:
+        self._write_file(job)
+        if self.redis is None:
+            return
+        key = self.keys.job(job.id)
+        fields: dict[FieldT, EncodableT] = {
+            k: json.dumps(v) for k, v in job.model_dump(mode="json").items()
+        }
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, self.settings.job_ttl_seconds)
+            pipe.zadd(self.keys.jobs_index(), {job.id: 0})
+            if previous is not None and previous != job.status:
+                pipe.zrem(self.keys.jobs_by_status(previous.value), job.id)
+            pipe.zadd(self.keys.jobs_by_status(job.status.value), {job.id: 0})
+            pipe.execute()
+        except redis.RedisError as exc:
+            # the file already holds the record: degrade, do not fail the job
+            log.warning("job %s: Redis write failed (%s); kept in the file store", job.id, exc)
+
+    def _path(self, job_id: str) -> Path:
+        return self.dir / f"{job_id}.json"
+
+    def _write_file(self, job: Job) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self._path(job.id), job.model_dump_json(indent=2))
+
+    def _read_file(self, job_id: str) -> Job | None:
+        try:
+            return Job.model_validate_json(self._path(job_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    def _read_redis(self, job_id: str) -> Job | None:
+        if self.redis is None:
+            return None
+        try:
+            raw: dict[str, str] = self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
+        except redis.RedisError as exc:
+            log.warning("job %s: Redis read failed (%s); using the file store", job_id, exc)
+            return None
+        return _decode(raw) if raw else None
+
+    def _list_redis(
+        self, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> list[Job] | None:
+        if self.redis is None:
+            return None
+        index = self.keys.jobs_by_status(status.value) if status else self.keys.jobs_index()
+        jobs: list[Job] = []
+        try:
+            while len(jobs) < limit:
+                upper = f"({cursor}" if cursor else "+"
+                want = limit - len(jobs)
+                ids: list[str] = self.redis.zrevrangebylex(index, upper, "-", start=0, num=want)  # type: ignore[assignment]
+                if not ids:
+                    break
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hgetall(self.keys.job(job_id))
+                records: list[dict[str, str]] = pipe.execute()
+                expired = [job_id for job_id, raw in zip(ids, records, strict=True) if not raw]
+                if expired:  # their TTL ran out: drop them from the index
+                    self.redis.zrem(index, *expired)
+                jobs += [_decode(raw) for raw in records if raw]
+                cursor = ids[-1]
+        except redis.RedisError as exc:
+            log.warning("listing from Redis failed (%s); using the file store", exc)
+            return None
+        return jobs
+
+    def _list_files(self, status: JobStatus | None, limit: int, cursor: str | None) -> list[Job]:
+        if not self.dir.is_dir():
+            return []
+        names = sorted((p.stem for p in self.dir.glob("*.json")), reverse=True)
+        jobs: list[Job] = []
+        for job_id in names:
+            if cursor and job_id >= cursor:
+                continue
+            job = self._read_file(job_id)
+            if job is not None and (status is None or job.status is status):
+                jobs.append(job)
+                if len(jobs) == limit:
+                    break
+        return jobs
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Temp file + fsync + rename: readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _decode(raw: dict[str, str]) -> Job:
+    return Job.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+
+def _safe_id(job_id: str) -> bool:
+    return 0 < len(job_id) <= 64 and all(c.isalnum() or c in "-_" for c in job_id)

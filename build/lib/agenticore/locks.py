@@ -1,0 +1,78 @@
+"""Named exclusive locks: a redis-py ``Lock`` when Redis is configured, ``flock`` otherwise.
+
+The Redis lock has a timeout so a crashed holder cannot block others forever; ``flock`` is
+released by the kernel when its holder dies. If Redis cannot be reached the lock degrades
+to ``flock``: still exclusive on this host, and a job can record its outcome in the file
+store instead of losing it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from agenticore.config import Settings
+from agenticore.connections import redis_client
+from agenticore.errors import LockTimeout
+from agenticore.keys import KeySchema
+
+__all__ = ["exclusive"]
+
+log = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.05
+
+
+@contextmanager
+def exclusive(settings: Settings, name: str, *, hold: float, wait: float) -> Iterator[None]:
+    """Hold lock ``name`` for at most ``hold`` seconds (Redis), waiting up to ``wait``."""
+    client = redis_client(settings)
+    if client is None:
+        with _file_lock(settings, name, wait):
+            yield
+        return
+    lock = client.lock(
+        KeySchema(settings.redis_key_prefix).lock(name),
+        timeout=hold,
+        blocking_timeout=wait,
+        sleep=_POLL_SECONDS,
+    )
+    try:
+        acquired = lock.acquire()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("lock %s: Redis unreachable (%s); using a host-local lock", name, exc)
+        with _file_lock(settings, name, wait):
+            yield
+        return
+    if not acquired:
+        raise LockTimeout(name, wait)
+    try:
+        yield
+    finally:
+        if lock.owned():
+            lock.release()
+
+
+@contextmanager
+def _file_lock(settings: Settings, name: str, wait: float) -> Iterator[None]:
+    settings.locks_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.locks_dir / f"{name.replace('/', '_').replace(':', '_')}.lock"
+    deadline = time.monotonic() + wait
+    with open(path, "a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(name, wait) from None
+                time.sleep(_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,206 @@
+"""The job record and its state machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+__all__ = [
+    "CELERY_PRIORITY",
+    "TERMINAL",
+    "Job",
+    "JobSpec",
+    "JobStatus",
+    "can_transition",
+    "new_job_id",
+    "utcnow",
+]
+
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# git check-ref-format, simplified: no spaces, control chars, "..", "@{", leading "-"
+GIT_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]{1,200}$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\[\]-]{0,127}$")
+
+
+Priority = Literal["interactive", "normal", "batch"]
+
+# Celery message priorities; on Redis a lower number is served first. Steps 0/3/6/9 are
+# separate lists, so each level sits in its own one.
+CELERY_PRIORITY: dict[str, int] = {"interactive": 0, "normal": 5, "batch": 9}
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    DEAD = "dead"  # out of attempts after infrastructure failures; re-queued only on request
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.TIMED_OUT,
+        JobStatus.DEAD,
+    }
+)
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    # running -> running is a redelivered attempt; running -> queued hands a job back
+    JobStatus.RUNNING: frozenset({JobStatus.RUNNING, JobStatus.QUEUED} | TERMINAL),
+    # the dead-letter list is the one way back: an explicit retry
+    JobStatus.DEAD: frozenset({JobStatus.QUEUED}),
+}
+
+
+def can_transition(current: JobStatus, wanted: JobStatus) -> bool:
+    return wanted in _ALLOWED.get(current, frozenset())
+
+
+_last_stamp = 0
+
+
+def new_job_id() -> str:
+    """A UUIDv7 whose 12 ``rand_a`` bits hold sub-millisecond time (RFC 9562, method 3).
+
+    Ids sort by creation time, which the store's newest-first index relies on.
+    """
+    global _last_stamp
+    # 48 bits of milliseconds + 12 bits of the millisecond's fraction, kept monotonic
+    stamp = max(time.time_ns() * 4096 // 1_000_000, _last_stamp + 1)
+    _last_stamp = stamp
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobSpec(BaseModel):
+    """What a caller asks for; validated the same way by the API, the CLI and the task."""
+
+    model_config = {"extra": "forbid"}
+
+    task: str = Field(min_length=1, max_length=100_000)
+    repo_url: str | None = Field(default=None, max_length=2048)
+    base_ref: str | None = None
+    profile: str = "default"
+    model: str | None = None
+    agent: Literal["claude"] = "claude"
+    session_id: str | None = Field(default=None, description="resume this agent session")
+    timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
+    max_turns: int | None = Field(default=None, ge=1, le=10_000)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+    keep_worktree: bool = False
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Priority = "normal"
+
+    @field_validator("task")
+    @classmethod
+    def _task_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("task must not be blank")
+        return value
+
+    @field_validator("repo_url")
+    @classmethod
+    def _blank_repo_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("base_ref")
+    @classmethod
+    def _valid_ref(cls, value: str | None) -> str | None:
+        if value is not None and not GIT_REF.match(value):
+            raise ValueError(f"{value!r} is not a valid git ref")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _valid_profile(cls, value: str) -> str:
+        if not PROFILE_NAME.match(value):
+            raise ValueError("profile names use letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _valid_model(cls, value: str | None) -> str | None:
+        if value is not None and not MODEL_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid model name")
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _valid_session(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("session_id must be a UUID") from None
+
+
+class Job(JobSpec):
+    """The stored record. Only the store and the runner change it."""
+
+    model_config = {"extra": "ignore"}
+
+    id: str
+    status: JobStatus = JobStatus.QUEUED
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    worker_state: str | None = None  # "draining" while its worker drains
+    attempts: int = 0
+    resume_session: str | None = None
+    agent_pid: int | None = None
+    exit_code: int | None = None
+    result: str | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    usage: dict[str, Any] | None = None
+    num_turns: int | None = None
+    duration_ms: int | None = None
+    transcript_path: str | None = None
+    worktree_path: str | None = None
+    changed_files: list[str] | None = None
+    salvaged: bool = False
+    branch: str | None = None
+    commit_sha: str | None = None
+    pr_url: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, job_id: str | None = None) -> Job:
+        return cls(id=job_id or new_job_id(), resume_session=spec.session_id, **spec.model_dump())
+
+    @property
+    def short_id(self) -> str:
+        """Random tail of the id: unique enough for branch names, unlike the time prefix."""
+        return self.id.replace("-", "")[-10:]
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def attempts_left(self, default: int) -> bool:
+        """Whether another attempt is allowed (the job's own limit, else ``default``)."""
+        return self.attempts < (self.max_attempts or default)

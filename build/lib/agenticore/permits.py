@@ -1,0 +1,423 @@
+"""Permits: nothing runs without one.
+
+A job runs only while it holds a permit in every scope that limits it: its worker node
+(``node:<worker>``, ``MAX_PARALLEL_JOBS``), the fleet (``fleet``), its profile
+(``profile:<name>``), its repo (``repo:<key>``). Each scope is a counting semaphore.
+
+Why it is built this way:
+
+* Leases, not counters. A holder is a member of the scope with an expiry time and renews it
+  while it runs. A holder that is SIGKILLed (OOM killer, lost node) never releases, so its
+  permit comes back by itself within ``lease_seconds``; a counter would leak the slot.
+* All or nothing. One call takes the permit in every requested scope or in none, atomically,
+  so a job never sits on a fleet slot while it waits for a profile slot; such jobs would
+  starve the fleet without running.
+* The server's clock. With Redis, expiries come from ``TIME`` inside the script, so hosts
+  whose clocks disagree still agree on which leases have run out.
+* Deferred, never dropped. ``NoPermit`` is not a failure of the job: it carries
+  ``retry_after`` and the caller retries the job later (Celery retry with countdown).
+
+With Redis a scope is the sorted set ``<prefix>:permits:<scope>`` (member = holder, score =
+lease expiry in unix seconds); acquire and renew are Lua scripts, so each is atomic across
+all scopes. Without Redis (embedded, one host) the same rules apply to
+``<home>/permits.json`` under a file lock, with this host's clock.
+
+A lease that has run out is lost, whether or not anyone has removed it yet: ``renew()``
+then answers False and the holder may ``try_acquire`` again with the same holder id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import redis
+from redis.commands.core import Script
+
+from agenticore.config import Settings
+from agenticore.connections import redis_client
+from agenticore.errors import LockTimeout, NoPermit, StoreUnavailable
+from agenticore.keys import KeySchema
+from agenticore.locks import exclusive
+
+__all__ = ["Limit", "Permit", "PermitGate", "kept_alive"]
+
+log = logging.getLogger(__name__)
+
+# the file lock is held for one read-modify-write of a small JSON file
+_FILE_LOCK_HOLD_SECONDS = 30.0
+_FILE_LOCK_WAIT_SECONDS = 10.0
+
+# errors that mean "the permit store did not answer now", as opposed to a bug
+_UNAVAILABLE = (redis.RedisError, LockTimeout)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``limit`` holders in ``scope`` at once; ``None`` or ``<= 0`` means unlimited."""
+
+    scope: str
+    limit: int | None
+
+
+class Permit:
+    """A held permit. Release it, or take it with ``PermitGate.acquire`` which always does."""
+
+    def __init__(
+        self, backend: _Backend, holder: str, scopes: tuple[str, ...], lease_seconds: float
+    ) -> None:
+        self.holder = holder
+        self.scopes = scopes
+        self._backend = backend
+        self._lease_seconds = lease_seconds
+        self._released = False
+
+    def renew(self) -> bool:
+        """Extends the lease in every scope; False if it had run out in any (or no answer)."""
+        if self._released:
+            return False
+        if not self.scopes:
+            return True
+        try:
+            return self._backend.renew(self.holder, self.scopes, self._lease_seconds)
+        except _UNAVAILABLE as exc:
+            log.warning("permit %s: renew failed (%s)", self.holder, exc)
+            return False
+
+    def release(self) -> None:
+        """Gives the permit back; idempotent, and never raises for an unreachable store."""
+        if self._released:
+            return
+        self._released = True
+        if not self.scopes:
+            return
+        try:
+            self._backend.release(self.holder, self.scopes)
+        except (*_UNAVAILABLE, OSError) as exc:
+            # raising here would mask the exception that ended the job; the lease frees it
+            log.warning(
+                "permit %s: release failed (%s); it frees itself within %.0fs",
+                self.holder, exc, self._lease_seconds,
+            )  # fmt: skip
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"Permit(holder={self.holder!r}, scopes={self.scopes!r}, {state})"
+
+
+class PermitGate:
+    """Grants permits under a set of limits, in Redis or, without it, in a host-local file."""
+
+    def __init__(
+        self, settings: Settings, *, lease_seconds: float = 60.0, retry_after: float = 5.0
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, not {lease_seconds}")
+        if retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, not {retry_after}")
+        self.lease_seconds = lease_seconds
+        self.retry_after = retry_after
+        client = redis_client(settings)
+        self._backend: _Backend = (
+            _FileBackend(settings)
+            if client is None
+            else _RedisBackend(client, KeySchema(settings.redis_key_prefix))
+        )
+
+    def try_acquire(self, holder: str, limits: Sequence[Limit]) -> Permit:
+        """The permit in every limited scope, or NoPermit naming the first full one.
+
+        A holder that already holds the permit in a scope keeps its slot there and gets its
+        lease renewed, so acquiring twice with the same holder id never counts twice.
+        ``NoPermit.retry_after`` is ``retry_after``, or less if the earliest lease in the
+        full scope ends sooner; the caller adds jitter.
+        """
+        if not holder:
+            raise ValueError("holder must not be empty")
+        wanted = _limited(limits)
+        try:
+            refusal = self._backend.acquire(holder, wanted, self.lease_seconds)
+        except _UNAVAILABLE as exc:
+            raise NoPermit(f"permit store unavailable: {exc}", self.retry_after) from exc
+        if refusal is not None:
+            reason = f"{refusal.scope} full ({refusal.used}/{refusal.limit})"
+            raise NoPermit(reason, max(0.0, min(self.retry_after, refusal.frees_in)))
+        return Permit(self._backend, holder, tuple(s for s, _ in wanted), self.lease_seconds)
+
+    @contextmanager
+    def acquire(self, holder: str, limits: Sequence[Limit]) -> Iterator[Permit]:
+        """``try_acquire``, released when the block ends however it ends."""
+        permit = self.try_acquire(holder, limits)
+        try:
+            yield permit
+        finally:
+            permit.release()
+
+    def in_use(self, scope: str) -> int:
+        """How many holders have a live lease in ``scope``."""
+        return len(self.holders(scope))
+
+    def holders(self, scope: str) -> list[str]:
+        """Holders with a live lease in ``scope``, the one whose lease ends first first."""
+        try:
+            return self._backend.holders(scope)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"permit store unavailable: {exc}") from exc
+
+
+@contextmanager
+def kept_alive(permit: Permit, every: float) -> Iterator[Permit]:
+    """Renews ``permit`` on a background thread until the block ends.
+
+    A thread, not the job's own loop: cloning a large repo or any other slow step must not
+    let the lease lapse, or the job would look abandoned while it runs.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            if not permit.renew():
+                log.warning("permit of %s lapsed; it keeps running", permit.holder)
+
+    thread = threading.Thread(target=beat, name=f"lease-{permit.holder}", daemon=True)
+    thread.start()
+    try:
+        yield permit
+    finally:
+        stop.set()
+        thread.join(timeout=every)
+
+
+def _limited(limits: Sequence[Limit]) -> list[tuple[str, int]]:
+    """The scopes that do limit, each once with its strictest limit, in the order given."""
+    strictest: dict[str, int] = {}
+    for item in limits:
+        if not item.scope:
+            raise ValueError("a permit scope must not be empty")
+        if item.limit is None or item.limit <= 0:
+            continue
+        strictest[item.scope] = min(item.limit, strictest.get(item.scope, item.limit))
+    return list(strictest.items())
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    scope: str
+    used: int
+    limit: int
+    frees_in: float  # seconds until the earliest live lease in the scope runs out
+
+
+class _Backend(Protocol):
+    def acquire(
+        self, holder: str, limits: Sequence[tuple[str, int]], lease: float
+    ) -> _Refusal | None: ...
+
+    def renew(self, holder: str, scopes: Sequence[str], lease: float) -> bool: ...
+
+    def release(self, holder: str, scopes: Sequence[str]) -> None: ...
+
+    def holders(self, scope: str) -> list[str]: ...
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+# Both scripts first drop run-out leases, so "expired" means the same whatever has run
+# before. Every key's TTL follows its latest lease, so a scope nobody uses again (a repo
+# seen once) does not stay behind. TIME before writes needs Redis >= 5 (effects replication).
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+end
+local function extend(key, expiry)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', key, math.ceil(math.max(expiry, tonumber(last[2])) * 1000))
+end
+"""
+
+# KEYS: one sorted set per scope. ARGV: holder, lease seconds, then one limit per key.
+# Returns {1} if granted, else {0, index of the full key, holders in it, seconds until
+# its earliest lease runs out}.
+_ACQUIRE = (
+    _NOW
+    + """
+local holder = ARGV[1]
+for i, key in ipairs(KEYS) do
+  if not redis.call('ZSCORE', key, holder) then
+    local used = redis.call('ZCARD', key)
+    if used >= tonumber(ARGV[i + 2]) then
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      return {0, i, used, tostring(tonumber(first[2]) - now)}
+    end
+  end
+end
+local expiry = now + tonumber(ARGV[2])
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, expiry, holder)
+  extend(key, expiry)
+end
+return {1}
+"""
+)
+
+# KEYS: the scopes held. ARGV: holder, lease seconds. Returns how many still held it.
+_RENEW = (
+    _NOW
+    + """
+local expiry = now + tonumber(ARGV[2])
+local held = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('ZSCORE', key, ARGV[1]) then
+    redis.call('ZADD', key, 'XX', expiry, ARGV[1])
+    held = held + 1
+    extend(key, expiry)
+  end
+end
+return held
+"""
+)
+
+
+class _Scripts(NamedTuple):
+    acquire: Script
+    renew: Script
+
+
+@lru_cache(maxsize=8)
+def _scripts(client: redis.Redis) -> _Scripts:
+    # once per client (clients are per URL and process); the first call loads each script
+    return _Scripts(client.register_script(_ACQUIRE), client.register_script(_RENEW))
+
+
+class _RedisBackend:
+    def __init__(self, client: redis.Redis, keys: KeySchema) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = _scripts(client)
+
+    def acquire(
+        self, holder: str, limits: Sequence[tuple[str, int]], lease: float
+    ) -> _Refusal | None:
+        if not limits:
+            return None
+        reply: list[Any] = self.scripts.acquire(
+            keys=[self.keys.permits(scope) for scope, _ in limits],
+            args=[holder, lease, *(limit for _, limit in limits)],
+        )
+        if reply[0] == 1:
+            return None
+        scope, limit = limits[int(reply[1]) - 1]
+        return _Refusal(scope, int(reply[2]), limit, float(reply[3]))
+
+    def renew(self, holder: str, scopes: Sequence[str], lease: float) -> bool:
+        keys = [self.keys.permits(scope) for scope in scopes]
+        held = self.scripts.renew(keys=keys, args=[holder, lease])
+        return int(held) == len(keys)
+
+    def release(self, holder: str, scopes: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for scope in scopes:
+            pipe.zrem(self.keys.permits(scope), holder)
+        pipe.execute()
+
+    def holders(self, scope: str) -> list[str]:
+        seconds, micros = self.client.time()  # the clock the scripts use
+        now = seconds + micros / 1_000_000
+        live: list[str] = self.client.zrangebyscore(self.keys.permits(scope), f"({now!r}", "+inf")  # type: ignore[assignment]
+        return live
+
+
+# -- file (embedded, one host) -----------------------------------------------------------
+
+_Leases = dict[str, dict[str, float]]  # scope -> holder -> lease expiry (unix seconds)
+
+
+class _FileBackend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.path = settings.home / "permits.json"
+
+    def acquire(
+        self, holder: str, limits: Sequence[tuple[str, int]], lease: float
+    ) -> _Refusal | None:
+        if not limits:
+            return None
+        with self._leases() as (leases, now):
+            for scope, limit in limits:
+                members = leases.get(scope, {})
+                if holder not in members and len(members) >= limit:
+                    return _Refusal(scope, len(members), limit, min(members.values()) - now)
+            for scope, _ in limits:
+                leases.setdefault(scope, {})[holder] = now + lease
+        return None
+
+    def renew(self, holder: str, scopes: Sequence[str], lease: float) -> bool:
+        with self._leases() as (leases, now):
+            held = [leases[s] for s in scopes if holder in leases.get(s, {})]
+            for members in held:
+                members[holder] = now + lease
+        return len(held) == len(scopes)
+
+    def release(self, holder: str, scopes: Sequence[str]) -> None:
+        with self._leases() as (leases, _):
+            for scope in scopes:
+                leases.get(scope, {}).pop(holder, None)
+
+    def holders(self, scope: str) -> list[str]:
+        # no lock: the file is only ever replaced whole, so any read sees one state
+        members = _read(self.path, time.time()).get(scope, {})
+        return sorted(members, key=lambda holder: (members[holder], holder))
+
+    @contextmanager
+    def _leases(self) -> Iterator[tuple[_Leases, float]]:
+        """The live leases and the time they were judged by; written back on a clean exit."""
+        with exclusive(
+            self.settings, "permits", hold=_FILE_LOCK_HOLD_SECONDS, wait=_FILE_LOCK_WAIT_SECONDS
+        ):
+            now = time.time()
+            leases = _read(self.path, now)
+            yield leases, now
+            _write(self.path, leases)
+
+
+def _read(path: Path, now: float) -> _Leases:
+    try:
+        raw = json.loads(path.read_text())
+        scopes = raw["scopes"]
+        leases = {
+            str(scope): {str(h): float(e) for h, e in members.items() if float(e) > now}
+            for scope, members in scopes.items()
+        }
+    except FileNotFoundError:
+        return {}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # only a hand edit gets here (writes are atomic); a stuck gate would stop everything
+        log.warning("%s is unreadable (%s); treating every permit as free", path, exc)
+        return {}
+    return {scope: members for scope, members in leases.items() if members}
+
+
+def _write(path: Path, leases: _Leases) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"scopes": {s: m for s, m in leases.items() if m}}, indent=1)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".permits.", suffix=".tmp")
+    try:
+        # no fsync: leases only matter while their holders live, and a host crash ends them
+        with os.fdopen(fd, "w") as handle:
+            handle.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,219 @@
+"""Agent profiles: a folder ``PROFILES_DIR/<name>/`` holding ``profile.yml`` and optionally
+``CLAUDE.md``, ``settings.json`` and ``mcp.json``. Built-in profiles ship with the package;
+a folder of the same name in ``PROFILES_DIR`` overrides one.
+
+``materialize`` writes a job's own config dir (used as ``CLAUDE_CONFIG_DIR``) and
+``build_cli_args`` turns a profile plus a job into the agent's argv.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from agenticore.config import Settings
+from agenticore.errors import InvalidRequest, ProfileNotFound
+from agenticore.models import PROFILE_NAME, Job
+
+__all__ = [
+    "JobConfig",
+    "Profile",
+    "build_cli_args",
+    "carry_session",
+    "list_profiles",
+    "load_profile",
+    "materialize",
+]
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).parent / "builtin_profiles"
+
+PermissionMode = Literal["default", "acceptEdits", "plan", "auto", "dontAsk", "bypassPermissions"]
+
+
+class Profile(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str
+    path: Path
+    description: str = ""
+    model: str | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1)
+    permission_mode: PermissionMode | None = None
+    allowed_tools: list[str] = Field(default_factory=list)
+    disallowed_tools: list[str] = Field(default_factory=list)
+    append_system_prompt: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: int | None = Field(default=None, ge=1)
+
+    @property
+    def claude_md(self) -> Path | None:
+        return _existing(self.path / "CLAUDE.md")
+
+    @property
+    def settings_file(self) -> Path | None:
+        return _existing(self.path / "settings.json")
+
+    @property
+    def mcp_file(self) -> Path | None:
+        return _existing(self.path / "mcp.json")
+
+
+class JobConfig(BaseModel):
+    """Where ``materialize`` put a job's agent configuration."""
+
+    config_dir: Path
+    mcp_config: Path | None = None
+
+
+def list_profiles(settings: Settings) -> list[Profile]:
+    """Every loadable profile; a broken one is logged and left out, not fatal to the rest."""
+    names = {p.name for root in _roots(settings) if root.is_dir() for p in root.iterdir()}
+    profiles = []
+    for name in sorted(names):
+        if PROFILE_NAME.match(name) and _find(settings, name):
+            try:
+                profiles.append(load_profile(settings, name))
+            except InvalidRequest as exc:
+                log.warning("skipping profile %s: %s", name, exc)
+    return profiles
+
+
+def load_profile(settings: Settings, name: str) -> Profile:
+    folder = _find(settings, name) if PROFILE_NAME.match(name) else None
+    if folder is None:
+        raise ProfileNotFound(name, [p.name for p in list_profiles(settings)])
+    try:
+        data = yaml.safe_load((folder / "profile.yml").read_text()) or {}
+        return Profile.model_validate({**data, "name": name, "path": folder})
+    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+        raise InvalidRequest(f"profile {name!r} is invalid: {exc}") from exc
+
+
+def build_cli_args(
+    profile: Profile,
+    job: Job,
+    *,
+    claude_bin: str = "claude",
+    resume: bool = False,
+    mcp_config: Path | None = None,
+) -> list[str]:
+    """The ``claude -p`` argv for a job. ``job.session_id`` is resumed or created."""
+    assert job.session_id is not None, "the runner assigns a session id before building args"
+    argv = [claude_bin, "-p", job.task, "--output-format", "stream-json", "--verbose"]
+    model = job.model or profile.model
+    if model:
+        argv += ["--model", model]
+    argv += ["--resume", job.session_id] if resume else ["--session-id", job.session_id]
+    max_turns = job.max_turns or profile.max_turns
+    if max_turns:
+        argv += ["--max-turns", str(max_turns)]
+    max_cost = job.max_cost_usd or profile.max_cost_usd
+    if max_cost:
+        argv += ["--max-budget-usd", f"{max_cost:g}"]
+    if profile.permission_mode:
+        argv += ["--permission-mode", profile.permission_mode]
+    if profile.allowed_tools:
+        argv += ["--allowedTools", ",".join(profile.allowed_tools)]
+    if profile.disallowed_tools:
+        argv += ["--disallowedTools", ",".join(profile.disallowed_tools)]
+    if profile.append_system_prompt:
+        argv += ["--append-system-prompt", profile.append_system_prompt]
+    if mcp_config is not None:
+        argv += ["--mcp-config", str(mcp_config)]
+    return argv
+
+
+def materialize(settings: Settings, profile: Profile, job: Job) -> JobConfig:
+    """Writes ``HOME/jobs/<id>/.claude/{settings.json,CLAUDE.md}`` and ``.mcp.json``."""
+    job_dir = settings.jobs_dir / job.id
+    config_dir = job_dir / ".claude"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "settings.json").write_text(json.dumps(_settings_json(profile), indent=2))
+    if profile.claude_md is not None:
+        shutil.copyfile(profile.claude_md, config_dir / "CLAUDE.md")
+    mcp_config = None
+    if profile.mcp_file is not None:
+        mcp_config = job_dir / ".mcp.json"
+        mcp_config.write_text(json.dumps(_mcp_json(profile.mcp_file), indent=2))
+    _link_credentials(config_dir)
+    return JobConfig(config_dir=config_dir, mcp_config=mcp_config)
+
+
+def carry_session(settings: Settings, session_id: str, config_dir: Path, cwd: Path) -> bool:
+    """Copies an earlier job's transcript of ``session_id`` where ``--resume`` looks for it.
+
+    The CLI keeps sessions per config dir and per working directory; every job has its own
+    of both, so a resumed session must be carried over. Returns False if none was found.
+    """
+    target = config_dir / "projects" / project_dir_name(cwd) / f"{session_id}.jsonl"
+    if target.exists():
+        return True
+    pattern = f"*/.claude/projects/*/{session_id}.jsonl"
+    found = sorted(settings.jobs_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found[-1], target)
+    return True
+
+
+def project_dir_name(cwd: Path) -> str:
+    """The CLI's folder name for a working directory: non-alphanumerics become '-'."""
+    return re.sub(r"[^A-Za-z0-9]", "-", str(cwd))
+
+
+def _settings_json(profile: Profile) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if profile.settings_file is not None:
+        data = json.loads(profile.settings_file.read_text())
+    permissions = data.setdefault("permissions", {})
+    if profile.permission_mode:
+        permissions.setdefault("defaultMode", profile.permission_mode)
+    if profile.allowed_tools:
+        permissions.setdefault("allow", list(profile.allowed_tools))
+    if profile.disallowed_tools:
+        permissions.setdefault("deny", list(profile.disallowed_tools))
+    if profile.model:
+        data.setdefault("model", profile.model)
+    return data
+
+
+def _mcp_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("mcpServers", {}), dict):
+        raise InvalidRequest(f"{path} must hold {{'mcpServers': {{...}}}}")
+    return data if "mcpServers" in data else {"mcpServers": data}
+
+
+def _link_credentials(config_dir: Path) -> None:
+    # a per-job CLAUDE_CONFIG_DIR hides the user's login; API keys in env need no link
+    credentials = Path("~/.claude/.credentials.json").expanduser()
+    link = config_dir / ".credentials.json"
+    if credentials.is_file() and not link.exists():
+        link.symlink_to(credentials)
+
+
+def _roots(settings: Settings) -> list[Path]:
+    return [settings.user_profiles_dir, BUILTIN_DIR]
+
+
+def _find(settings: Settings, name: str) -> Path | None:
+    for root in _roots(settings):
+        if (root / name / "profile.yml").is_file():
+            return root / name
+    return None
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None

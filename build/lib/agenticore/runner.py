@@ -1,0 +1,317 @@
+"""Runs one job from its stored record to a recorded outcome. Framework-free and idempotent:
+a finished job is left alone, a redelivered one runs again as a new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+
+from agenticore.agents import AgentOutcome, get_backend
+from agenticore.breaker import CircuitBreaker
+from agenticore.budgets import Budget, CostMeter, price_for
+from agenticore.cgroups import MemoryCgroup
+from agenticore.config import Settings
+from agenticore.errors import (
+    AgentError,
+    AgenticoreError,
+    InvalidTransition,
+    LockTimeout,
+    NoPermit,
+    RepoError,
+)
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobStatus, utcnow
+from agenticore.permits import Limit, PermitGate, kept_alive
+from agenticore.profiles import Profile, carry_session, load_profile, materialize
+from agenticore.redaction import redact_text
+from agenticore.repos import RepoCache, Workspace, repo_key
+from agenticore.supervisor import (
+    ProcessSpec,
+    Terminated,
+    sigterm_raises,
+    supervise,
+)
+
+__all__ = ["JobRunner", "job_scope"]
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or JobStore(settings)
+        self.repos = RepoCache(settings)
+        self.gate = PermitGate(
+            settings,
+            lease_seconds=settings.lease_seconds,
+            retry_after=settings.retry_backoff_seconds,
+        )
+
+    def run(self, job_id: str, *, worker: str | None = None) -> Job:
+        """Runs the job once. Returns it finished, or ``queued`` again for a retry.
+
+        Raises ``NoPermit`` (breaker open, no free permit) before anything starts: the
+        caller defers the job and asks again after ``retry_after``.
+        """
+        job = self.store.get(job_id)
+        if job.terminal:
+            log.info("job %s is already %s; nothing to do", job_id, job.status.value)
+            return job
+        worker = worker or self.settings.worker_identity()
+        breaker = CircuitBreaker(self.settings, job.agent)
+        wait = breaker.allow()
+        if wait:
+            raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
+        # the job's own scope (limit 1) is its heartbeat lease: while one delivery runs it,
+        # a duplicate delivery is deferred, and when the holder dies the lease lapses
+        holder = f"{job.id}/{uuid.uuid4().hex[:8]}"
+        limits = [Limit(job_scope(job.id), 1), *self._limits(job, worker)]
+        every = self.settings.lease_seconds / 3
+        with self.gate.acquire(holder, limits) as permit, kept_alive(permit, every):
+            return self._run_permitted(job, worker, breaker)
+
+    def _run_permitted(self, job: Job, worker: str, breaker: CircuitBreaker) -> Job:
+        job = self.store.get(job.id)  # re-read under the lease: another delivery may have run it
+        if job.terminal:
+            return job
+        if job.status is JobStatus.RUNNING and not job.attempts_left(self.settings.max_attempts):
+            return self.store.update(
+                job.id,
+                status=JobStatus.DEAD,
+                finished_at=utcnow(),
+                error=f"worker_lost: the worker running attempt {job.attempts} disappeared",
+            )
+        try:
+            job = self._start(job, worker)
+        except InvalidTransition:
+            return self.store.get(job.id)  # cancelled between the read and the start
+        workspace: Workspace | None = None
+        try:
+            workspace = self._prepare(job)
+            job = self.store.get(job.id)
+            outcome = self._execute(job, workspace)
+            changed, head = self.repos.changes(workspace)
+            return self._finish(job, outcome, breaker, changed_files=changed, commit_sha=head)
+        except Terminated:
+            # the agent's group is already dead (supervise's finally); record and let the
+            # caller end its process as whoever sent SIGTERM expects
+            self._interrupted(job.id)
+            raise
+        except AgenticoreError as exc:
+            return self._finish(job, _failure(exc), breaker)
+        except Exception as exc:
+            log.exception("job %s failed inside Agenticore", job.id)
+            error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
+            return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
+        finally:
+            if workspace is not None and not job.keep_worktree:
+                self._cleanup(job)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _start(self, job: Job, worker: str) -> Job:
+        return self.store.update(
+            job.id,
+            status=JobStatus.RUNNING,
+            worker=worker,
+            worker_state=None,
+            started_at=utcnow(),
+            finished_at=None,
+            attempts=job.attempts + 1,
+            error=None,
+        )
+
+    def _prepare(self, job: Job) -> Workspace:
+        if job.repo_url is not None:
+            self.repos.ensure(job.repo_url)
+        workspace = self.repos.create_workspace(job)
+        self.store.update(
+            job.id,
+            worktree_path=str(workspace.path),
+            branch=workspace.branch,
+            base_ref=workspace.base_ref or job.base_ref,
+        )
+        return workspace
+
+    def _execute(self, job: Job, workspace: Workspace) -> AgentOutcome:
+        profile = load_profile(self.settings, job.profile)
+        backend = get_backend(job.agent)
+        # a resumed session keeps its id; a fresh attempt gets a new one (ids are single-use)
+        resume = job.resume_session is not None
+        session_id = job.resume_session or str(uuid.uuid4())
+        budget = self._budget(job, profile)
+        job_dir = self.settings.jobs_dir / job.id
+        transcript = job_dir / backend.transcript_name()
+        # the record shows the limits this run was held to; the argv passes them on
+        job = self.store.update(
+            job.id,
+            session_id=session_id,
+            max_turns=budget.max_turns,
+            max_cost_usd=budget.max_cost_usd,
+            max_attempts=budget.max_attempts,
+            transcript_path=str(transcript),
+        )
+        config = materialize(self.settings, profile, job)
+        if resume and not carry_session(
+            self.settings, session_id, config.config_dir, workspace.path
+        ):
+            log.info("job %s: session %s not found locally; the agent decides", job.id, session_id)
+        spec = ProcessSpec(
+            argv=backend.command(self.settings, profile, job, config, resume=resume),
+            cwd=workspace.path,
+            env=backend.environment(dict(os.environ), profile, config),
+            transcript=transcript,
+            stderr=job_dir / "stderr.log",
+            timeout=budget.wall_seconds,
+            grace=self.settings.kill_grace_seconds,
+            stall_seconds=self.settings.stall_seconds,
+            max_rss_mb=self.settings.max_agent_rss_mb,
+        )
+        stream = backend.new_stream()
+        model = job.model or profile.model
+        meter = CostMeter(price_for(model, self.settings.model_prices), budget)
+
+        def on_line(line: bytes) -> str | None:
+            event = stream.feed(line)
+            return meter.observe(event) if event is not None else None
+
+        cgroup = None
+        if self.settings.max_agent_rss_mb is not None:
+            cgroup = MemoryCgroup.create(f"agenticore-{job.id}", self.settings.max_agent_rss_mb)
+
+        def started(pid: int) -> None:
+            if cgroup is not None:
+                cgroup.add(pid)
+            self.store.update(job.id, agent_pid=pid)
+
+        def salvage(reason: str) -> None:
+            sha = self.repos.salvage(workspace, job.id, reason)
+            if sha is not None:
+                self.store.update(job.id, salvaged=True, commit_sha=sha)
+
+        try:
+            with sigterm_raises():
+                process = supervise(
+                    spec,
+                    on_line=on_line,
+                    on_start=started,
+                    should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
+                    before_kill=salvage,
+                )
+            if cgroup is not None and cgroup.oom_killed():
+                process.stop_reason = "memory_exceeded"  # the kernel enforced the limit
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+        outcome = backend.outcome(stream, process)
+        outcome.session_id = outcome.session_id or session_id
+        if outcome.cost_usd is None and meter.estimated_usd:
+            outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
+        return outcome
+
+    def _finish(
+        self,
+        job: Job,
+        outcome: AgentOutcome,
+        breaker: CircuitBreaker,
+        *,
+        changed_files: list[str] | None = None,
+        commit_sha: str | None = None,
+    ) -> Job:
+        job_id = job.id
+        if outcome.infra:
+            breaker.record_failure(outcome.error or "")
+        elif outcome.status is not JobStatus.CANCELLED:
+            breaker.record_success()
+        status = outcome.status
+        if outcome.infra or outcome.retryable:
+            # another attempt, or the dead-letter list once attempts are spent
+            current = self.store.get(job.id)  # holds the limits this run was given
+            spent = not current.attempts_left(self.settings.max_attempts)
+            status = JobStatus.DEAD if spent else JobStatus.QUEUED
+        fields: dict[str, Any] = {
+            "finished_at": utcnow() if status.terminal else None,
+            "exit_code": outcome.exit_code,
+            "result": outcome.result,
+            "error": outcome.error,
+            "cost_usd": outcome.cost_usd,
+            "usage": outcome.usage,
+            "num_turns": outcome.num_turns,
+            "duration_ms": outcome.duration_ms,
+            "agent_pid": None,
+            "changed_files": changed_files,
+            "commit_sha": commit_sha,
+        }
+        if outcome.session_id:
+            fields["session_id"] = outcome.session_id
+        try:
+            job = self.store.update(job_id, status=status, **fields)
+        except InvalidTransition:
+            # cancelled while it ran: keep the cancellation, still record what the agent did
+            fields.pop("error")
+            job = self.store.update(job_id, **fields)
+        log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
+        return job
+
+    def _limits(self, job: Job, worker: str) -> list[Limit]:
+        settings = self.settings
+        limits = [
+            Limit(f"node:{worker}", settings.max_parallel_jobs),
+            Limit("fleet", settings.fleet_max_jobs),
+            Limit(f"profile:{job.profile}", settings.profile_max_jobs.get(job.profile)),
+        ]
+        if job.repo_url is not None:
+            limits.append(
+                Limit(f"repo:{repo_key(job.repo_url)}", settings.repo_max_jobs.get(job.repo_url))
+            )
+        return limits
+
+    def _interrupted(self, job_id: str) -> Job:
+        """Cancelled jobs stay cancelled; others are handed back for redelivery."""
+        try:
+            return self.store.update(
+                job_id,
+                status=JobStatus.QUEUED,
+                agent_pid=None,
+                error="interrupted: the worker stopped during the run; the job is requeued",
+            )
+        except InvalidTransition:
+            return self.store.update(job_id, agent_pid=None)
+
+    def _cleanup(self, job: Job) -> None:
+        try:
+            self.repos.remove_workspace(job)
+        except AgenticoreError as exc:
+            log.warning("job %s: worktree cleanup failed: %s", job.id, exc)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        job = self.store.find(job_id)
+        return job is not None and job.status is JobStatus.CANCELLED
+
+    def _budget(self, job: Job, profile: Profile) -> Budget:
+        """Job beats profile beats config; wall time never exceeds the fleet's maximum."""
+        wall = job.timeout_seconds or profile.timeout or self.settings.job_timeout_seconds
+        return Budget(
+            wall_seconds=float(min(wall, self.settings.job_timeout_seconds)),
+            max_turns=job.max_turns or profile.max_turns or self.settings.max_turns,
+            max_cost_usd=job.max_cost_usd or profile.max_cost_usd or self.settings.max_cost_usd,
+            max_attempts=job.max_attempts or profile.max_attempts or self.settings.max_attempts,
+        )
+
+
+def _failure(exc: AgenticoreError) -> AgentOutcome:
+    """A failure before or around the agent: which ones deserve another attempt."""
+    outcome = AgentOutcome(JobStatus.FAILED, error=str(exc))
+    outcome.infra = isinstance(exc, AgentError)  # the agent could not even start
+    transient = isinstance(exc, RepoError) and exc.transient
+    outcome.retryable = transient or isinstance(exc, LockTimeout)  # network, contention
+    return outcome
+
+
+def job_scope(job_id: str) -> str:
+    """The permit scope that doubles as a running job's heartbeat lease."""
+    return f"job:{job_id}"

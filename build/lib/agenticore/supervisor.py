@@ -1,0 +1,292 @@
+"""Runs one agent process and makes sure nothing of it outlives the job.
+
+The agent starts in its own session (so its whole tree is one process group), with stdin
+closed, stdout read line by line on a thread (lines may be far larger than 64 KiB) and
+copied raw to a transcript, stderr to a file. The supervising thread is the watchdog: it
+enforces the wall clock, notices an agent that prints nothing for ``stall_seconds`` or
+whose group grows past ``max_rss_mb``, asks the caller every second whether to stop
+(cancellation, budgets) and, on any exit path, terminates the process group: SIGTERM, a
+grace period, then SIGKILL. Before a kill the group is frozen (SIGSTOP) and ``before_kill``
+runs, so the caller can salvage the agent's work without it changing underneath. The
+group is registered with this process's reaper (``reaper.py``), which kills it should the
+supervising process itself die.
+
+Stop reasons: ``timeout``, ``stalled``, ``memory_exceeded`` and whatever the callbacks
+return (``cancelled``, ``budget_exceeded: cost`` …).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from agenticore.errors import AgentError
+from agenticore.reaper import reaper
+
+__all__ = [
+    "ProcessResult",
+    "ProcessSpec",
+    "Terminated",
+    "group_rss_mb",
+    "kill_process_group",
+    "sigterm_raises",
+    "supervise",
+]
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: what the agent CLIs return when terminated
+_EOF = object()
+_CANCEL_POLL_SECONDS = 1.0
+
+
+class Terminated(BaseException):
+    """Raised in the supervising thread when its process receives SIGTERM."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    transcript: Path
+    stderr: Path
+    timeout: float
+    grace: float = 10.0
+    stall_seconds: float | None = None
+    max_rss_mb: int | None = None
+
+
+@dataclass
+class ProcessResult:
+    exit_code: int | None = None
+    stop_reason: str | None = None  # None: the agent ended by itself
+    duration: float = 0.0
+    peak_rss_mb: float = 0.0
+    stderr_tail: str = ""
+    pid: int | None = field(default=None, repr=False)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turns SIGTERM into ``Terminated`` for the duration, so cleanup code still runs.
+
+    Celery's ``revoke(terminate=True)`` signals the pool process; without this the agent
+    (in its own session) would be orphaned. Only the main thread may set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def supervise(
+    spec: ProcessSpec,
+    *,
+    on_line: Callable[[bytes], str | None],
+    on_start: Callable[[int], object] = lambda pid: None,
+    should_stop: Callable[[], str | None] = lambda: None,
+    before_kill: Callable[[str], object] | None = None,
+) -> ProcessResult:
+    """Runs the agent to its end or to the first stop reason.
+
+    ``on_line`` gets every stdout line and may return a stop reason; ``should_stop`` is
+    polled about once a second; ``before_kill`` runs with the group frozen before a
+    watchdog or budget kill (not for cancellation).
+    """
+    spec.transcript.parent.mkdir(parents=True, exist_ok=True)
+    spec.stderr.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = ProcessResult()
+    with spec.transcript.open("ab") as transcript, spec.stderr.open("ab") as stderr:
+        proc = _spawn(spec, stderr)
+        result.pid = proc.pid
+        lines: queue.Queue[object] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+        reader.start()
+        try:
+            reaper.watch(proc.pid)
+            on_start(proc.pid)
+            _follow(spec, proc, lines, transcript, on_line, should_stop, started, result)
+            if result.stop_reason not in (None, "cancelled") and before_kill is not None:
+                _frozen(proc, lambda: before_kill(result.stop_reason or ""))
+        finally:
+            _stop(proc, spec.grace)
+            reaper.forget(proc.pid)
+            reader.join(timeout=5)
+            _drain(lines, transcript)
+    result.exit_code = proc.returncode
+    result.duration = time.monotonic() - started
+    result.stderr_tail = _tail(spec.stderr)
+    return result
+
+
+def kill_process_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
+    """Signals a whole group; False if no process of it was left."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            spec.argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise AgentError(
+            f"agent_not_found: {spec.argv[0]!r} is not installed or not on PATH"
+        ) from None
+    except PermissionError:
+        raise AgentError(f"agent_not_executable: {spec.argv[0]!r} cannot be executed") from None
+
+
+def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[object]) -> None:
+    assert proc.stdout is not None
+    with proc.stdout:
+        for line in iter(proc.stdout.readline, b""):
+            lines.put(line)
+    lines.put(_EOF)
+
+
+def _follow(
+    spec: ProcessSpec,
+    proc: subprocess.Popen[bytes],
+    lines: queue.Queue[object],
+    transcript: IO[bytes],
+    on_line: Callable[[bytes], str | None],
+    should_stop: Callable[[], str | None],
+    started: float,
+    result: ProcessResult,
+) -> None:
+    """Reads until the agent is done, or sets ``result.stop_reason`` and returns."""
+    deadline = started + spec.timeout
+    next_poll = started + _CANCEL_POLL_SECONDS
+    last_output = started
+    eof = False
+    while not (eof and proc.poll() is not None):
+        now = time.monotonic()
+        if now >= deadline:
+            result.stop_reason = "timeout"
+            return
+        if now >= next_poll:
+            next_poll = now + _CANCEL_POLL_SECONDS
+            result.stop_reason = (
+                _watchdog(spec, proc.pid, now - last_output, result) or should_stop()
+            )
+            if result.stop_reason:
+                return
+        wait = max(0.0, min(deadline, next_poll) - now)
+        if eof:
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=min(wait, 0.2))
+            continue
+        try:
+            item = lines.get(timeout=wait)
+        except queue.Empty:
+            continue
+        if item is _EOF:
+            eof = True
+            continue
+        assert isinstance(item, bytes)
+        last_output = time.monotonic()
+        transcript.write(item)
+        result.stop_reason = on_line(item)
+        if result.stop_reason:
+            return
+
+
+def _watchdog(spec: ProcessSpec, pgid: int, silent_for: float, result: ProcessResult) -> str | None:
+    if spec.stall_seconds is not None and silent_for >= spec.stall_seconds:
+        return "stalled"
+    if spec.max_rss_mb is not None:
+        rss = group_rss_mb(pgid)
+        result.peak_rss_mb = max(result.peak_rss_mb, rss)
+        if rss > spec.max_rss_mb:
+            return "memory_exceeded"
+    return None
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every live process in the group, from /proc."""
+    total_pages = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total_pages += int(fields[21])  # rss, in pages
+    return total_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _frozen(proc: subprocess.Popen[bytes], action: Callable[[], object]) -> None:
+    """Runs ``action`` with the agent's group stopped, so files hold still meanwhile.
+
+    The group stays stopped: ``_stop`` sends SIGTERM first and SIGCONT after, so the
+    agent wakes up only to handle its termination.
+    """
+    kill_process_group(proc.pid, signal.SIGSTOP)
+    action()
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Ends the agent and everything it started, politely first."""
+    if proc.poll() is None:
+        kill_process_group(proc.pid, signal.SIGTERM)
+        kill_process_group(proc.pid, signal.SIGCONT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            kill_process_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # the leader is gone; anything it left in its group goes too
+    kill_process_group(proc.pid, signal.SIGKILL)
+
+
+def _drain(lines: queue.Queue[object], transcript: IO[bytes]) -> None:
+    while True:
+        try:
+            item = lines.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, bytes):
+            transcript.write(item)
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - limit))
+            return handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""

@@ -1,0 +1,1 @@
+"""FastAPI adapter: validates requests, reads the job store, enqueues through ``dispatch``."""

@@ -1,0 +1,60 @@
+"""The ASGI app: ``uvicorn api.main:app`` or ``agenticore serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from agenticore import __version__
+from agenticore.config import Settings, get_settings
+from agenticore.errors import (
+    AgenticoreError,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+    LockTimeout,
+    StoreUnavailable,
+)
+from agenticore.jobs import JobStore
+from api.deps import AppState
+from api.dispatch import Dispatcher
+from api.routes import health, jobs, profiles, status
+
+__all__ = ["app", "create_app"]
+
+_STATUS_BY_ERROR: list[tuple[type[AgenticoreError], int]] = [
+    (InvalidRequest, 422),
+    (JobNotFound, 404),
+    (InvalidTransition, 409),
+    (StoreUnavailable, 503),
+    (LockTimeout, 503),
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or get_settings()
+        dispatcher = Dispatcher(resolved)
+        app.state.agenticore = AppState(resolved, JobStore(resolved), dispatcher)
+        yield
+        dispatcher.close()
+
+    app = FastAPI(title="Agenticore", version=__version__, lifespan=lifespan)
+    app.include_router(jobs.router)
+    app.include_router(profiles.router)
+    app.include_router(health.router)
+    app.include_router(status.router)
+    app.add_exception_handler(AgenticoreError, _agenticore_error)  # type: ignore[arg-type]
+    return app
+
+
+async def _agenticore_error(request: Request, exc: AgenticoreError) -> JSONResponse:
+    code = next((code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind)), 500)
+    return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+
+app = create_app()

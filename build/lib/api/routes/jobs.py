@@ -1,0 +1,151 @@
+"""/jobs: submit, list, read, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+
+from agenticore.config import Settings
+from agenticore.errors import InvalidTransition
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobSpec, JobStatus, utcnow
+from agenticore.profiles import load_profile
+from agenticore.redaction import redact_text
+from agenticore.repos import validate_repo_url
+from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.dispatch import Dispatcher
+from api.schemas import JobCreate, JobPublic, JobsPublic
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_WAIT_POLL_SECONDS = 0.25
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+async def create_job(
+    body: JobCreate,
+    response: Response,
+    settings: SettingsDep,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Job:
+    spec = JobSpec.model_validate(body.model_dump(exclude={"wait", "wait_timeout_seconds"}))
+    if idempotency_key and spec.idempotency_key and idempotency_key != spec.idempotency_key:
+        raise HTTPException(422, "Idempotency-Key header and idempotency_key field differ")
+    spec.idempotency_key = spec.idempotency_key or idempotency_key
+    if spec.repo_url is not None:
+        validate_repo_url(spec.repo_url, allow_local=settings.allow_local_repos)
+    load_profile(settings, spec.profile)
+    # admit before claiming the key: a refused request must not bind it to no job
+    await asyncio.to_thread(_admit, settings, dispatcher)
+    job = Job.from_spec(spec)
+    if spec.idempotency_key:
+        holder = await asyncio.to_thread(store.claim_idempotency_key, spec.idempotency_key, job.id)
+        if holder != job.id:
+            return await _existing(store, holder)
+    job = await asyncio.to_thread(store.create, job)
+    try:
+        await asyncio.to_thread(dispatcher.submit, job)
+    except Exception as exc:
+        error = f"enqueue_failed: {redact_text(str(exc))}"
+        await asyncio.to_thread(store.update, job.id, status=JobStatus.FAILED, error=error)
+        log.error("job %s could not be enqueued: %s", job.id, error)
+        raise HTTPException(503, f"the broker did not accept job {job.id}: {error}") from None
+    if not body.wait:
+        return job
+    timeout = body.wait_timeout_seconds or settings.longest_run_seconds + 60
+    job = await _wait_for_end(store, job.id, timeout)
+    if job.terminal:
+        response.status_code = status.HTTP_200_OK
+    return job
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    store: StoreDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobsPublic:
+    jobs, next_cursor = store.list_jobs(status=status_filter, limit=limit, cursor=cursor)
+    data = [JobPublic.model_validate(job, from_attributes=True) for job in jobs]
+    return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, store: StoreDep) -> Job:
+    return store.get(job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
+    job = store.get(job_id)
+    if job.terminal:
+        raise InvalidTransition(job_id, job.status.value, JobStatus.CANCELLED.value)
+    job = store.update(
+        job_id, status=JobStatus.CANCELLED, finished_at=utcnow(), error="cancelled by request"
+    )
+    # a queued job is then skipped; a running one is stopped by the worker within seconds
+    try:
+        dispatcher.cancel(job_id)
+    except Exception as exc:
+        log.warning(
+            "job %s: revoke failed (%s); the worker stops it on its next check", job_id, exc
+        )
+    return job
+
+
+def _admit(settings: Settings, dispatcher: Dispatcher) -> None:
+    """Backpressure: past MAX_QUEUE_DEPTH nothing new is accepted, so nothing is dropped."""
+    if settings.max_queue_depth is None:
+        return
+    depth = dispatcher.queue_depth()
+    if depth >= settings.max_queue_depth:
+        retry = settings.retry_after_seconds
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"the fleet is busy: {depth} jobs are waiting (limit {settings.max_queue_depth}); "
+            f"retry in {retry}s",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+async def _existing(store: JobStore, job_id: str) -> Job:
+    """The job an earlier request with the same key created (it may be a moment behind)."""
+    deadline = time.monotonic() + 5
+    while (job := await asyncio.to_thread(store.find, job_id)) is None:
+        if time.monotonic() >= deadline:
+            raise HTTPException(
+                409, f"a request with this Idempotency-Key is still creating {job_id}"
+            )
+        await asyncio.sleep(0.05)
+    return job
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic)
+def retry_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
+    """Takes a job off the dead-letter list and queues it with a fresh set of attempts."""
+    job = store.get(job_id)
+    if job.status is not JobStatus.DEAD:
+        raise HTTPException(409, f"job {job_id} is {job.status.value}; only dead jobs are retried")
+    job = store.update(job_id, status=JobStatus.QUEUED, attempts=0, finished_at=None)
+    dispatcher.submit(job)
+    return job
+
+
+async def _wait_for_end(store: JobStore, job_id: str, timeout: float) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await asyncio.to_thread(store.get, job_id)
+        if job.terminal or time.monotonic() >= deadline:
+            return job
+        await asyncio.sleep(_WAIT_POLL_SECONDS)

@@ -1,0 +1,84 @@
+"""/status: workers, breakers and the queue, for people and autoscalers; /dlq: dead jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from agenticore.agents import BACKENDS
+from agenticore.breaker import CircuitBreaker
+from agenticore.config import Settings
+from agenticore.fleet import WorkerRecord, WorkerRegistry
+from agenticore.models import JobStatus
+from agenticore.permits import PermitGate
+from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.schemas import BreakerPublic, FleetStatus, JobPublic, JobsPublic, WorkerPublic
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/status", response_model=FleetStatus)
+async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> FleetStatus:
+    workers, depth = await asyncio.gather(
+        asyncio.to_thread(dispatcher.workers), asyncio.to_thread(dispatcher.queue_depth)
+    )
+    gate = PermitGate(settings)
+    now = time.time()
+    registry = {r.name: r for r in await asyncio.to_thread(WorkerRegistry(settings).all)}
+    breakers = []
+    for name in BACKENDS:
+        state = CircuitBreaker(settings, name).status()
+        breakers.append(
+            BreakerPublic(
+                name=name,
+                state=state.state.value,
+                failures=state.failures,
+                retry_in_seconds=round(state.retry_in(settings.breaker_cooldown_seconds, now), 1),
+                last_error=state.last_error,
+            )
+        )
+    names = sorted(set(workers) | set(registry))
+    return FleetStatus(
+        workers=[
+            WorkerPublic(
+                name=name,
+                state=_worker_state(registry.get(name), workers.get(name), settings, now),
+                running=workers.get(name) or 0,
+                permits_in_use=gate.in_use(f"node:{name}"),
+                last_seen=registry[name].last_seen if name in registry else None,
+            )
+            for name in names
+        ],
+        breakers=breakers,
+        queue_depth=depth,
+        running=gate.in_use("fleet"),
+    )
+
+
+def _worker_state(
+    record: WorkerRecord | None, running: int | None, settings: Settings, now: float
+) -> str:
+    """draining as declared; offline without a fresh heartbeat; degraded if it beats but
+    does not answer the broker's control messages; else busy or online."""
+    declared = record.current_state(settings.lease_seconds, now) if record else None
+    if declared == "draining":
+        return declared
+    if running is None:  # no answer to the control ping
+        return "degraded" if declared == "online" else "offline"
+    return "busy" if running else "online"
+
+
+@router.get("/dlq", response_model=JobsPublic)
+def dead_letters(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobsPublic:
+    jobs, next_cursor = store.list_jobs(status=JobStatus.DEAD, limit=limit, cursor=cursor)
+    data = [JobPublic.model_validate(job, from_attributes=True) for job in jobs]
+    return JobsPublic(data=data, count=len(data), next_cursor=next_cursor)

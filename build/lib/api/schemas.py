@@ -1,0 +1,113 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agenticore.models import JobSpec, JobStatus
+
+__all__ = [
+    "BreakerPublic",
+    "FleetStatus",
+    "JobCreate",
+    "JobPublic",
+    "JobsPublic",
+    "ProfilePublic",
+    "ProfilesPublic",
+    "Readiness",
+    "WorkerPublic",
+]
+
+
+class JobCreate(JobSpec):
+    wait: bool = Field(default=False, description="hold the request until the job ends")
+    wait_timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: JobStatus
+    task: str
+    repo_url: str | None
+    base_ref: str | None
+    profile: str
+    model: str | None
+    agent: str
+    session_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    worker_state: str | None
+    attempts: int
+    exit_code: int | None
+    result: str | None
+    error: str | None
+    cost_usd: float | None
+    usage: dict[str, Any] | None
+    num_turns: int | None
+    duration_ms: int | None
+    transcript_path: str | None
+    changed_files: list[str] | None
+    salvaged: bool
+    priority: str
+    timeout_seconds: int | None
+    max_turns: int | None
+    max_cost_usd: float | None
+    max_attempts: int | None
+    branch: str | None
+    commit_sha: str | None
+    pr_url: str | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+    next_cursor: str | None
+
+
+class ProfilePublic(BaseModel):
+    name: str
+    description: str
+    model: str | None
+    max_turns: int | None
+    permission_mode: str | None
+    timeout: int | None
+
+
+class ProfilesPublic(BaseModel):
+    data: list[ProfilePublic]
+    count: int
+
+
+class Readiness(BaseModel):
+    ready: bool
+    broker: str
+    store: str
+    backend: str
+
+
+class WorkerPublic(BaseModel):
+    name: str
+    state: str
+    running: int
+    permits_in_use: int
+    last_seen: float | None
+
+
+class BreakerPublic(BaseModel):
+    name: str
+    state: str
+    failures: int
+    retry_in_seconds: float
+    last_error: str | None
+
+
+class FleetStatus(BaseModel):
+    workers: list[WorkerPublic]
+    breakers: list[BreakerPublic]
+    queue_depth: int
+    running: int

@@ -1,0 +1,1 @@
+"""Celery adapter over the ``agenticore`` library: thin tasks that pass job ids."""

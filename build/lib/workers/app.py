@@ -1,0 +1,106 @@
+"""The Celery app. Creating it opens no connection; configuration loads on first use."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import task_revoked, worker_ready, worker_shutdown
+
+import celeryconfig
+from agenticore.config import Settings, get_settings
+from agenticore.fleet import WorkerRegistry
+from agenticore.jobs import JobStore
+from agenticore.models import CELERY_PRIORITY, Job
+from agenticore.reconciler import Reconciler
+from agenticore.supervisor import kill_process_group
+from workers.broker import job_ids_in_broker
+
+__all__ = ["RUN_JOB", "app", "enqueue", "make_celery"]
+
+RUN_JOB = "agenticore.run_job"
+
+log = logging.getLogger(__name__)
+
+
+def make_celery(settings: Settings | None = None, include: list[str] | None = None) -> Celery:
+    """An app for explicit settings; ``None`` reads ``celeryconfig`` lazily, as the CLI does."""
+    celery = Celery("agenticore", set_as_current=settings is None, include=include)
+    celery.config_from_object(celeryconfig if settings is None else celeryconfig.build(settings))
+    celery.on_after_configure.connect(_create_broker_folders, weak=False)
+    return celery
+
+
+def enqueue(celery: Celery, job: Job) -> None:
+    """Sends ``run_job`` for a stored job; the job id doubles as the task id, so revoke and
+    result lookups need no mapping."""
+    celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority])
+
+
+def _create_broker_folders(sender: Celery, **_: Any) -> None:
+    # kombu's filesystem transport expects its folders to exist
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        if key in options:
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+    backend = str(sender.conf.result_backend or "")
+    if backend.startswith("file://"):
+        Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+
+
+@task_revoked.connect
+def _kill_revoked_agent(request: Any = None, terminated: bool = False, **_: Any) -> None:
+    """Backstop in the main worker process: the agent runs in its own process group, which
+    terminating the pool process does not reach (and SIGKILL of it would orphan)."""
+    if not terminated or request is None:
+        return
+    job = JobStore(get_settings()).find(str(request.id))
+    if job is not None and job.agent_pid:
+        kill_process_group(job.agent_pid)
+
+
+_duties_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_fleet_duties(sender: Any = None, **_: Any) -> None:
+    """Every worker's main process heartbeats and takes part in reconciliation."""
+    WorkerRegistry(get_settings()).set_state(sender.hostname, "online")  # a restart undrains
+    threading.Thread(
+        target=_fleet_duties,
+        args=(sender.app, sender.hostname, _duties_stop),
+        name="fleet-duties",
+        daemon=True,
+    ).start()
+
+
+@worker_shutdown.connect
+def _stop_fleet_duties(sender: Any = None, **_: Any) -> None:
+    _duties_stop.set()
+    if sender is not None:
+        WorkerRegistry(get_settings()).set_state(sender.hostname, "offline")
+
+
+def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:
+    """Every half lease: heartbeat, then one reconciler pass (if this worker leads it)."""
+    settings = get_settings()
+    registry = WorkerRegistry(settings)
+    reconciler = Reconciler(
+        settings, lambda job: enqueue(celery, job), in_broker=lambda: job_ids_in_broker(celery)
+    )
+    while True:
+        try:
+            registry.beat(name)
+            handed = reconciler.run_once()
+            if handed:
+                log.warning("reconciler handed on lost jobs: %s", handed)
+        except Exception:  # a blip in Redis must not end the loop for good
+            log.exception("fleet duties failed; trying again next round")
+        if stop.wait(settings.lease_seconds / 2):
+            return
+
+
+app = make_celery(include=["workers.tasks"])
