@@ -1,1 +1,0 @@
-"""FastAPI adapter: validates requests, reads the job store, enqueues through ``dispatch``."""

@@ -1,1 +1,0 @@
-"""Celery adapter over the ``agenticore`` library: thin tasks that pass job ids."""
