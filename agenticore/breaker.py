@@ -21,6 +21,7 @@ from typing import Any
 
 from agenticore.config import Settings
 from agenticore.connections import redis_client
+from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 
@@ -134,7 +135,4 @@ class CircuitBreaker:
         if self._redis is not None:
             self._redis.hset(self._key, mapping={k: json.dumps(v) for k, v in data.items()})
             return
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self._file)
+        atomic_write(self._file, json.dumps(data), durable=False)

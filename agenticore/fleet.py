@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agenticore.config import Settings
 from agenticore.connections import redis_client
+from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 
 __all__ = ["WorkerRecord", "WorkerRegistry"]
@@ -81,10 +82,7 @@ class WorkerRegistry:
             pipe.sadd(self.keys.workers(), record.name)
             pipe.execute()
             return record
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(record.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        tmp.replace(self._path(record.name))
+        atomic_write(self._path(record.name), json.dumps(asdict(record)), durable=False)
         return record
 
     def _path(self, name: str) -> Path:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from redis.typing import EncodableT, FieldT
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 from agenticore.models import Job, JobStatus, can_transition
@@ -112,8 +112,7 @@ class JobStore:
                     return str(claim["job_id"])
             except FileNotFoundError:
                 pass
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, json.dumps({"job_id": job_id, "expires": time.time() + ttl}))
+            atomic_write(path, json.dumps({"job_id": job_id, "expires": time.time() + ttl}))
         return job_id
 
     def ping(self) -> None:
@@ -161,8 +160,7 @@ class JobStore:
         return self.dir / f"{job_id}.json"
 
     def _write_file(self, job: Job) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self._path(job.id), job.model_dump_json(indent=2))
+        atomic_write(self._path(job.id), job.model_dump_json(indent=2))
 
     def _read_file(self, job_id: str) -> Job | None:
         try:
@@ -222,20 +220,6 @@ class JobStore:
                 if len(jobs) == limit:
                     break
         return jobs
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Temp file + fsync + rename: readers see the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _decode(raw: dict[str, str]) -> Job:

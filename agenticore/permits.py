@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -47,6 +45,7 @@ from redis.commands.core import Script
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import LockTimeout, NoPermit, StoreUnavailable
+from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 
@@ -410,14 +409,6 @@ def _read(path: Path, now: float) -> _Leases:
 
 
 def _write(path: Path, leases: _Leases) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps({"scopes": {s: m for s, m in leases.items() if m}}, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".permits.", suffix=".tmp")
-    try:
-        # no fsync: leases only matter while their holders live, and a host crash ends them
-        with os.fdopen(fd, "w") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # not durable: leases only matter while their holders live, and a host crash ends them
+    atomic_write(path, body, durable=False)
