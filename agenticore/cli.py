@@ -401,12 +401,7 @@ def _celery_control(*args: str) -> None:
 
 
 def _running_on(store: JobStore, worker: str) -> list[Job]:
-    running, cursor = store.list_jobs(status=JobStatus.RUNNING, limit=200)
-    found = [job for job in running if job.worker == worker]
-    while cursor:
-        running, cursor = store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
-        found += [job for job in running if job.worker == worker]
-    return found
+    return [job for job in store.all_jobs(JobStatus.RUNNING) if job.worker == worker]
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

@@ -66,6 +66,15 @@ class JobStore:
         next_cursor = jobs[-1].id if len(jobs) == limit else None
         return jobs, next_cursor
 
+    def all_jobs(self, status: JobStatus) -> Iterator[Job]:
+        """Every job in ``status``, newest first, page by page."""
+        cursor = None
+        while True:
+            jobs, cursor = self.list_jobs(status=status, limit=200, cursor=cursor)
+            yield from jobs
+            if cursor is None:
+                return
+
     # -- writes ------------------------------------------------------------------------
 
     def create(self, job: Job) -> Job:

@@ -63,7 +63,7 @@ class Reconciler:
     def _resend_unsent(self) -> list[str]:
         if self.in_broker is None:
             return []
-        queued = list(self._jobs(JobStatus.QUEUED))
+        queued = list(self.store.all_jobs(JobStatus.QUEUED))
         present = self.in_broker()
         missing = {job.id for job in queued} - present
         resent = [job for job in queued if job.id in missing & self._unsent]
@@ -72,18 +72,10 @@ class Reconciler:
         self._unsent = missing - {job.id for job in resent}
         return [job.id for job in resent]
 
-    def _jobs(self, status: JobStatus) -> Iterator[Job]:
-        cursor = None
-        while True:
-            jobs, cursor = self.store.list_jobs(status=status, limit=200, cursor=cursor)
-            yield from jobs
-            if cursor is None:
-                return
-
     def _lost_jobs(self) -> Iterator[Job]:
         # a job started moments ago may not have written its first heartbeat everywhere yet
         settled = utcnow() - timedelta(seconds=self.settings.lease_seconds)
-        for job in self._jobs(JobStatus.RUNNING):
+        for job in self.store.all_jobs(JobStatus.RUNNING):
             started = job.started_at or job.created_at
             if started < settled and self.gate.in_use(job_scope(job.id)) == 0:
                 yield job
