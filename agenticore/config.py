@@ -10,10 +10,10 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,9 +22,20 @@ from pydantic_settings import (
 
 from agenticore.budgets import DEFAULT_PRICES, Price
 
-__all__ = ["Settings", "get_settings", "reset_settings"]
+__all__ = ["ForgeSettings", "Settings", "get_settings", "reset_settings"]
 
 ENV_PREFIX = "AGENTICORE_"
+
+
+class ForgeSettings(BaseModel):
+    """Where pull requests for repos under one URL prefix go (``FORGES`` maps prefixes)."""
+
+    model_config = {"extra": "forbid"}
+
+    provider: Literal["github", "gitlab"]
+    api_url: str | None = Field(default=None, description="GitHub Enterprise / self-hosted")
+    token: SecretStr | None = Field(default=None, description="else GITHUB_TOKEN / GITLAB_TOKEN")
+    project: str | None = Field(default=None, description="owner/name; default: the URL path")
 
 
 class YamlFileSource(PydanticBaseSettingsSource):
@@ -47,7 +58,7 @@ class YamlFileSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(
         default=None, description="Redis for broker, results and job store; unset = embedded"
@@ -82,6 +93,26 @@ class Settings(BaseSettings):
     model_prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     clone_timeout_seconds: int = Field(default=600, ge=10)
     allow_local_repos: bool = False
+    github_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTICORE_GITHUB_TOKEN", "GITHUB_TOKEN")
+    )
+    gitlab_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTICORE_GITLAB_TOKEN", "GITLAB_TOKEN")
+    )
+    github_api_url: str = "https://api.github.com"
+    gitlab_api_url: str = "https://gitlab.com/api/v4"
+    forges: dict[str, ForgeSettings] = Field(
+        default_factory=dict, description="repo URL prefix -> forge; longest prefix wins"
+    )
+    pr_draft: bool = Field(default=True, description="open pull requests as drafts")
+    pr_max_attempts: int = Field(default=5, ge=1, le=50)
+    pr_retry_backoff_seconds: float = Field(default=30.0, gt=0)
+    pr_retry_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    forge_timeout_seconds: float = Field(default=30.0, gt=0)
+    # GitHub asks for a pause between writes to stay clear of its secondary rate limit
+    github_write_interval_seconds: float = Field(default=1.0, ge=0)
+    git_author_name: str = "Agenticore"
+    git_author_email: str = "agenticore@localhost"
     port: int = Field(default=8200, ge=1, le=65535)
     host: str = "127.0.0.1"
     api_url: str = "http://127.0.0.1:8200"
@@ -160,6 +191,18 @@ class Settings(BaseSettings):
             env[f"{ENV_PREFIX}{name.upper()}"] = (
                 value if isinstance(value, str) else json.dumps(value)
             )
+        # secrets dump as "**********"; a child process needs the real values
+        for name in ("github_token", "gitlab_token"):
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None:
+                env[f"{ENV_PREFIX}{name.upper()}"] = secret.get_secret_value()
+        if self.forges:
+            forges = {
+                prefix: forge.model_dump(mode="json", exclude_none=True)
+                | ({"token": forge.token.get_secret_value()} if forge.token else {})
+                for prefix, forge in self.forges.items()
+            }
+            env[f"{ENV_PREFIX}FORGES"] = json.dumps(forges)
         return env
 
     def worker_identity(self) -> str:

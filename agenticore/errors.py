@@ -9,7 +9,10 @@
     ├── StoreUnavailable          neither Redis nor the file store answers
     ├── LockTimeout               a repo or job lock could not be taken  (.name)
     ├── NoPermit                  a limit is full: defer, never drop     (.reason, .retry_after)
-    ├── RepoError                 clone/fetch/worktree failed            (.repo, .job_id)
+    ├── RetryLater                a step failed transiently; try again   (.job_id, .retry_after)
+    ├── RepoError                 clone/fetch/worktree/push failed       (.repo, .job_id)
+    ├── ForgeError                the PR provider refused or failed      (.repo, .status,
+    │                                                                     .retry_after)
     └── AgentError                the agent could not be started         (.job_id)
 
 Messages never include credentials: URLs pass through ``redact_url`` first.
@@ -20,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "AgenticoreError",
+    "ForgeError",
     "InvalidRepoURL",
     "InvalidRequest",
     "InvalidTransition",
@@ -28,6 +32,7 @@ __all__ = [
     "NoPermit",
     "ProfileNotFound",
     "RepoError",
+    "RetryLater",
     "StoreUnavailable",
 ]
 
@@ -91,6 +96,15 @@ class NoPermit(AgenticoreError):
         return type(self), (self.reason, self.retry_after)
 
 
+class RetryLater(AgenticoreError):
+    """A step failed in a way another try may fix, and it has tries left."""
+
+    def __init__(self, message: str, *, job_id: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.retry_after = retry_after
+
+
 class RepoError(AgenticoreError):
     """``transient``: talking to the remote failed (network, auth); another try may work."""
 
@@ -100,6 +114,28 @@ class RepoError(AgenticoreError):
         super().__init__(message)
         self.repo = repo
         self.job_id = job_id
+        self.transient = transient
+
+
+class ForgeError(AgenticoreError):
+    """A forge API call failed. ``transient``: another try may work (auth being fixed, 5xx,
+    rate limits, network); ``retry_after``: the wait the forge asked for, in seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        repo: str,
+        job_id: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.repo = repo
+        self.job_id = job_id
+        self.status = status
+        self.retry_after = retry_after
         self.transient = transient
 
 

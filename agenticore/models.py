@@ -8,9 +8,9 @@ import time
 import uuid
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from agenticore.redaction import has_credentials
 
@@ -20,6 +20,7 @@ __all__ = [
     "Job",
     "JobSpec",
     "JobStatus",
+    "PrStatus",
     "can_transition",
     "new_job_id",
     "utcnow",
@@ -32,6 +33,8 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\[\]-]{0,127}$")
 
 
 Priority = Literal["interactive", "normal", "batch"]
+# labels, users and "org/team" names as forges accept them
+PrName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f,]{1,100}$")]
 
 # Celery message priorities; on Redis a lower number is served first. Steps 0/3/6/9 are
 # separate lists, so each level sits in its own one.
@@ -50,6 +53,20 @@ class JobStatus(str, Enum):
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
+
+
+class PrStatus(str, Enum):
+    """Where a job's pull request step stands; it never changes the run's own status."""
+
+    PENDING = "pending"  # the run succeeded and the PR step is on its way
+    OPENED = "opened"  # a pull request exists for the job branch (opened or found)
+    NO_CHANGES = "no_changes"  # the agent changed nothing: no branch pushed, no PR
+    SKIPPED = "skipped"  # the run did not succeed
+    FAILED = "failed"  # pushing or the provider failed past its attempts; see pr_error
+
+    @property
+    def final(self) -> bool:
+        return self is not PrStatus.PENDING
 
 
 TERMINAL = frozenset(
@@ -115,6 +132,10 @@ class JobSpec(BaseModel):
     keep_worktree: bool = False
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     priority: Priority = "normal"
+    auto_pr: bool | None = Field(default=None, description="open a PR; unset = the profile's")
+    pr_labels: list[PrName] | None = Field(default=None, max_length=20)
+    pr_reviewers: list[PrName] | None = Field(default=None, max_length=20)
+    pr_draft: bool | None = Field(default=None, description="unset = profile, then config")
 
     @field_validator("task")
     @classmethod
@@ -130,6 +151,12 @@ class JobSpec(BaseModel):
         if value is not None and has_credentials(value.strip()):
             raise ValueError("repo_url must not embed credentials; configure a token instead")
         return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _pr_needs_repo(self) -> JobSpec:
+        if self.auto_pr and self.repo_url is None:
+            raise ValueError("auto_pr needs a repo_url: there is nothing to open a PR against")
+        return self
 
     @field_validator("base_ref")
     @classmethod
@@ -190,8 +217,13 @@ class Job(JobSpec):
     changed_files: list[str] | None = None
     salvaged: bool = False
     branch: str | None = None
+    base_sha: str | None = None
     commit_sha: str | None = None
+    pr_status: PrStatus | None = None
     pr_url: str | None = None
+    pr_number: int | None = None
+    pr_error: str | None = None
+    pr_attempts: int = 0
 
     @classmethod
     def from_spec(cls, spec: JobSpec, job_id: str | None = None) -> Job:

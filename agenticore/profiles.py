@@ -20,13 +20,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRequest, ProfileNotFound
-from agenticore.models import PROFILE_NAME, Job
+from agenticore.models import PROFILE_NAME, Job, JobSpec
 
 __all__ = [
     "JobConfig",
     "Profile",
     "build_cli_args",
     "carry_session",
+    "job_from_spec",
     "list_profiles",
     "load_profile",
     "materialize",
@@ -55,6 +56,10 @@ class Profile(BaseModel):
     append_system_prompt: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     timeout: int | None = Field(default=None, ge=1)
+    auto_pr: bool = False
+    pr_labels: list[str] = Field(default_factory=list)
+    pr_reviewers: list[str] = Field(default_factory=list)
+    pr_draft: bool | None = None
 
     @property
     def claude_md(self) -> Path | None:
@@ -98,6 +103,16 @@ def load_profile(settings: Settings, name: str) -> Profile:
         return Profile.model_validate({**data, "name": name, "path": folder})
     except (yaml.YAMLError, ValidationError, TypeError) as exc:
         raise InvalidRequest(f"profile {name!r} is invalid: {exc}") from exc
+
+
+def job_from_spec(settings: Settings, spec: JobSpec, job_id: str | None = None) -> Job:
+    """A new job record, its profile checked and its ``auto_pr`` settled now: whether a PR
+    step follows the run is part of what gets enqueued."""
+    profile = load_profile(settings, spec.profile)
+    job = Job.from_spec(spec, job_id)
+    if job.auto_pr is None:
+        job.auto_pr = profile.auto_pr and job.repo_url is not None
+    return job
 
 
 def build_cli_args(

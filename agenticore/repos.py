@@ -21,6 +21,7 @@ import git
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
+from agenticore.forges import git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import Job
 from agenticore.redaction import has_credentials, redact_text, redact_url
@@ -32,13 +33,7 @@ log = logging.getLogger(__name__)
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9.-]+:(?!-)[^\s]+$")
 # never prompt for credentials: a job must fail, not hang on a tty that isn't there
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
-_REMOTE_COMMANDS = frozenset({"fetch", "remote", "clone", "ls-remote"})
-_SALVAGE_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Agenticore",
-    "GIT_AUTHOR_EMAIL": "agenticore@localhost",
-    "GIT_COMMITTER_NAME": "Agenticore",
-    "GIT_COMMITTER_EMAIL": "agenticore@localhost",
-}
+_REMOTE_COMMANDS = frozenset({"fetch", "remote", "clone", "ls-remote", "push"})
 
 
 def repo_key(url: str) -> str:
@@ -59,6 +54,8 @@ def validate_repo_url(url: str, *, allow_local: bool) -> str:
         return url
     if not parts.scheme and _SCP_LIKE.match(url):
         return url
+    if parts.scheme == "http" and parts.hostname and allow_local:
+        return url  # plain HTTP only where local repos are allowed: a test or a dev box
     if parts.scheme == "file" or (not parts.scheme and url.startswith(("/", "./", "../", "~"))):
         if not allow_local:
             raise InvalidRepoURL(
@@ -148,14 +145,33 @@ class RepoCache:
         """Commits whatever the agent left as work in progress; returns the commit, if any."""
         if workspace.branch is None:
             return None
-        repo = git.Repo(workspace.path)
+        message = f"WIP: salvaged by Agenticore ({reason})\n\nAgenticore-Job: {job_id}"
+        return self.commit_all(workspace.path, message)
+
+    def commit_all(self, path: Path, message: str) -> str | None:
+        """Commits every change in the worktree at ``path`` as Agenticore; returns the new
+        commit, or None when there was nothing to commit."""
+        repo = git.Repo(path)
         repo.git.add("-A")
         if not repo.index.diff("HEAD"):
             return None
-        message = f"WIP: salvaged by Agenticore ({reason})\n\nAgenticore-Job: {job_id}"
-        with repo.git.custom_environment(**_GIT_ENV, **_SALVAGE_IDENTITY):
+        name, email = self.settings.git_author_name, self.settings.git_author_email
+        identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                    for what, value in (("NAME", name), ("EMAIL", email))}  # fmt: skip
+        with repo.git.custom_environment(**_GIT_ENV, **identity):
             repo.git.commit("--no-verify", "-q", "-m", message)
         return repo.head.commit.hexsha
+
+    def commits_since(self, path: Path, base_sha: str) -> int:
+        """How many commits the worktree's HEAD has that ``base_sha`` does not."""
+        return int(git.Repo(path).git.rev_list("--count", f"{base_sha}..HEAD"))
+
+    def push(self, url: str, path: Path, branch: str) -> str:
+        """Pushes ``branch`` from the worktree at ``path`` to the repo's remote; returns the
+        pushed commit. Credentials reach git only through this command's environment."""
+        ref = f"refs/heads/{branch}"
+        self._git(url, path, "push", "--quiet", "origin", f"{ref}:{ref}")
+        return git.Repo(path).head.commit.hexsha
 
     # -- internals ---------------------------------------------------------------------
 
@@ -210,10 +226,12 @@ class RepoCache:
         return True
 
     def _git(self, url: str, cwd: Path, *args: str) -> str:
+        remote = args[0] in _REMOTE_COMMANDS
+        env = _GIT_ENV | git_auth_env(self.settings, url) if remote else _GIT_ENV
         try:
             out: str = git.Git(cwd).execute(
                 ["git", *args],
-                env=_GIT_ENV,
+                env=env,
                 kill_after_timeout=self.settings.clone_timeout_seconds,
             )
         except git.GitCommandError as exc:
@@ -221,6 +239,6 @@ class RepoCache:
             raise RepoError(
                 f"git {args[0]} failed for {redact_url(url)}: {detail}",
                 repo=redact_url(url),
-                transient=args[0] in _REMOTE_COMMANDS,
+                transient=remote,
             ) from None
         return out

@@ -23,7 +23,7 @@ from agenticore.errors import (
     RepoError,
 )
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobStatus, utcnow
+from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, PermitGate, kept_alive
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
@@ -51,8 +51,11 @@ class JobRunner:
             retry_after=settings.retry_backoff_seconds,
         )
 
-    def run(self, job_id: str, *, worker: str | None = None) -> Job:
+    def run(self, job_id: str, *, worker: str | None = None, pr_follows: bool = False) -> Job:
         """Runs the job once. Returns it finished, or ``queued`` again for a retry.
+
+        A succeeded run keeps its worktree, with ``pr_status: pending``, when a PR step
+        follows: the job asks for one (``auto_pr``) or the caller chained one (``pr_follows``).
 
         Raises ``NoPermit`` (breaker open, no free permit) before anything starts: the
         caller defers the job and asks again after ``retry_after``.
@@ -72,9 +75,11 @@ class JobRunner:
         limits = [Limit(job_scope(job.id), 1), *self._limits(job, worker)]
         every = self.settings.lease_seconds / 3
         with self.gate.acquire(holder, limits) as permit, kept_alive(permit, every):
-            return self._run_permitted(job, worker, breaker)
+            return self._run_permitted(job, worker, breaker, pr_follows or bool(job.auto_pr))
 
-    def _run_permitted(self, job: Job, worker: str, breaker: CircuitBreaker) -> Job:
+    def _run_permitted(
+        self, job: Job, worker: str, breaker: CircuitBreaker, pr_follows: bool
+    ) -> Job:
         job = self.store.get(job.id)  # re-read under the lease: another delivery may have run it
         if job.terminal:
             return job
@@ -90,12 +95,17 @@ class JobRunner:
         except InvalidTransition:
             return self.store.get(job.id)  # cancelled between the read and the start
         workspace: Workspace | None = None
+        finished: Job | None = None
         try:
             workspace = self._prepare(job)
             job = self.store.get(job.id)
             outcome = self._execute(job, workspace)
             changed, head = self.repos.changes(workspace)
-            return self._finish(job, outcome, breaker, changed_files=changed, commit_sha=head)
+            finished = self._finish(
+                job, outcome, breaker, changed_files=changed, commit_sha=head,
+                pr_pending=pr_follows,
+            )  # fmt: skip
+            return finished
         except Terminated:
             # the agent's group is already dead (supervise's finally); record and let the
             # caller end its process as whoever sent SIGTERM expects
@@ -108,7 +118,8 @@ class JobRunner:
             error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
             return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
         finally:
-            if workspace is not None and not job.keep_worktree:
+            pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
+            if workspace is not None and not job.keep_worktree and not pr_pending:
                 self._cleanup(job)
 
     # -- steps -------------------------------------------------------------------------
@@ -134,6 +145,7 @@ class JobRunner:
             worktree_path=str(workspace.path),
             branch=workspace.branch,
             base_ref=workspace.base_ref or job.base_ref,
+            base_sha=workspace.base_sha,
         )
         return workspace
 
@@ -221,6 +233,7 @@ class JobRunner:
         *,
         changed_files: list[str] | None = None,
         commit_sha: str | None = None,
+        pr_pending: bool = False,
     ) -> Job:
         job_id = job.id
         if outcome.infra:
@@ -248,11 +261,14 @@ class JobRunner:
         }
         if outcome.session_id:
             fields["session_id"] = outcome.session_id
+        if pr_pending and status is JobStatus.SUCCEEDED:
+            fields["pr_status"] = PrStatus.PENDING  # the PR step settles it
         try:
             job = self.store.update(job_id, status=status, **fields)
         except InvalidTransition:
             # cancelled while it ran: keep the cancellation, still record what the agent did
             fields.pop("error")
+            fields.pop("pr_status", None)
             job = self.store.update(job_id, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job

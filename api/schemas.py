@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agenticore.models import JobSpec, JobStatus
+from agenticore.models import JobSpec, JobStatus, PrStatus
 
 __all__ = [
     "BreakerPublic",
@@ -58,9 +58,19 @@ class JobPublic(BaseModel):
     max_turns: int | None
     max_cost_usd: float | None
     max_attempts: int | None
+    keep_worktree: bool
+    auto_pr: bool | None
+    pr_labels: list[str] | None
+    pr_reviewers: list[str] | None
+    pr_draft: bool | None
     branch: str | None
+    base_sha: str | None
     commit_sha: str | None
+    pr_status: PrStatus | None
     pr_url: str | None
+    pr_number: int | None
+    pr_error: str | None
+    pr_attempts: int
 
 
 class JobsPublic(BaseModel):

@@ -19,9 +19,10 @@ from agenticore.reconciler import Reconciler
 from agenticore.supervisor import kill_process_group
 from workers.broker import job_ids_in_broker
 
-__all__ = ["RUN_JOB", "app", "enqueue", "make_celery"]
+__all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery"]
 
 RUN_JOB = "agenticore.run_job"
+OPEN_PULL_REQUEST = "agenticore.open_pull_request"
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""Task signatures users import: ``from workers.tasks import run_job``.
+"""Task signatures users import: ``from workers.tasks import run_job, open_pull_request``.
 
 Tasks are thin: they pass ids, re-read state from the job store and call the library.
+``run_job`` returns the job id, so ``(run_job.s(job_id) | open_pull_request.s())`` chains.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from typing import Any
 from celery import Task
 
 from agenticore.config import get_settings
-from agenticore.errors import NoPermit
+from agenticore.errors import NoPermit, RetryLater
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobSpec, JobStatus
+from agenticore.models import CELERY_PRIORITY, JobSpec, JobStatus, PrStatus
+from agenticore.profiles import job_from_spec
+from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
 from agenticore.supervisor import Terminated
-from workers.app import RUN_JOB, app, enqueue
+from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue
 
-__all__ = ["run_job"]
+__all__ = ["open_pull_request", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,12 @@ def _runner() -> JobRunner:
     return JobRunner(settings, JobStore(settings))
 
 
+@lru_cache(maxsize=1)
+def _pull_requests() -> PullRequestStep:
+    settings = get_settings()
+    return PullRequestStep(settings, JobStore(settings))
+
+
 # max_retries=None: deferrals are unbounded; attempts are counted by the runner instead
 @app.task(name=RUN_JOB, bind=True, max_retries=None)
 def run_job(self: Task, job: str | dict[str, Any]) -> str:
@@ -41,10 +50,12 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     runner = _runner()
     if isinstance(job, dict):
         job_id = self.request.id or None
-        job = runner.store.create(Job.from_spec(JobSpec.model_validate(job), job_id)).id
+        spec = JobSpec.model_validate(job)
+        job = runner.store.create(job_from_spec(runner.settings, spec, job_id)).id
     settings = runner.settings
+    chained = _pr_follows(self)
     try:
-        outcome = runner.run(job, worker=self.request.hostname)
+        outcome = runner.run(job, worker=self.request.hostname, pr_follows=chained)
     except NoPermit as exc:
         # deferred, never dropped: the same message comes back later (not an attempt)
         log.info("job %s deferred %.1fs: %s", job, exc.retry_after, exc.reason)
@@ -64,7 +75,33 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
         log.info("job %s: attempt %d failed (%s); retry in %.0fs", job, outcome.attempts,
                  outcome.error, delay)  # fmt: skip
         raise self.retry(countdown=delay)
+    if outcome.pr_status is PrStatus.PENDING and not chained:
+        # an auto_pr job: the PR step follows as a child task, as if chained by the caller
+        open_pull_request.apply_async((job,), priority=CELERY_PRIORITY[outcome.priority])
     return job
+
+
+@app.task(name=OPEN_PULL_REQUEST, bind=True, max_retries=None)
+def open_pull_request(self: Task, job_id: str) -> str:
+    """Pushes a succeeded job's branch and opens its pull request, exactly once; records
+    ``pr_status`` (and ``pr_url``) on the job. Returns the job id. Attempts are counted on
+    the job (``PR_MAX_ATTEMPTS``), so the Celery retry count is not the limit."""
+    try:
+        job = _pull_requests().run(job_id)
+    except NoPermit as exc:
+        raise self.retry(countdown=jittered(max(exc.retry_after, 1.0))) from None
+    except RetryLater as exc:  # already spread out, and never shorter than Retry-After
+        raise self.retry(countdown=exc.retry_after) from None
+    log.info("job %s: PR step %s %s", job_id, job.pr_status and job.pr_status.value,
+             job.pr_url or job.pr_error or "")  # fmt: skip
+    return job_id
+
+
+def _pr_follows(task: Task) -> bool:
+    """Whether the caller chained a PR step after this run (``link`` or ``|``): the run then
+    keeps its worktree for it, as an ``auto_pr`` job does."""
+    following = list(task.request.callbacks or []) + list(task.request.chain or [])[-1:]
+    return any(signature.get("task") == OPEN_PULL_REQUEST for signature in following)
 
 
 def _die_as_signalled() -> None:

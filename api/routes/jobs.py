@@ -13,7 +13,7 @@ from agenticore.config import Settings
 from agenticore.errors import InvalidTransition
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobSpec, JobStatus, utcnow
-from agenticore.profiles import load_profile
+from agenticore.profiles import job_from_spec
 from agenticore.redaction import redact_text
 from agenticore.repos import validate_repo_url
 from api.deps import DispatcherDep, SettingsDep, StoreDep
@@ -44,10 +44,9 @@ async def create_job(
     spec.idempotency_key = spec.idempotency_key or idempotency_key
     if spec.repo_url is not None:
         validate_repo_url(spec.repo_url, allow_local=settings.allow_local_repos)
-    load_profile(settings, spec.profile)
+    job = job_from_spec(settings, spec)
     # admit before claiming the key: a refused request must not bind it to no job
     await asyncio.to_thread(_admit, settings, dispatcher)
-    job = Job.from_spec(spec)
     if spec.idempotency_key:
         holder = await asyncio.to_thread(store.claim_idempotency_key, spec.idempotency_key, job.id)
         if holder != job.id:
