@@ -174,13 +174,13 @@ class PullRequestStep:
 
 def _open_once(provider: PullRequestProvider, proposal: Proposal) -> PullRequest:
     """The branch's pull request: found and updated if an earlier delivery opened it, else
-    opened now. A 422 on create means one appeared meanwhile (the forge allows one per head)."""
+    opened now. A 409/422 on create means one appeared meanwhile (one per head is allowed)."""
     found = provider.find(proposal.head)
     if found is None:
         try:
             return provider.create(proposal)
         except ForgeError as exc:
-            if exc.status != 422 or (found := provider.find(proposal.head)) is None:
+            if exc.status not in (409, 422) or (found := provider.find(proposal.head)) is None:
                 raise
     return provider.update(found.number, proposal)
 

@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from agenticore.config import Settings
-from tests.helpers import FAKE_CLAUDE, free_port, pid_alive, wait_for
+from tests.fake_forge import FakeForge
+from tests.helpers import FAKE_CLAUDE, free_port, make_remote, pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,38 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env.pop("CLAUDECODE", None)
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env | settings.to_env()
+
+
+FORGE_TOKEN = "ghp_fakeTokenThatMustNeverLeak0123456789"
+
+
+@pytest.fixture
+def forge(tmp_path: Path) -> Iterator[FakeForge]:
+    """A local forge serving ``acme/widgets`` (GitHub API) and ``gl/group/proj`` (GitLab API)
+    over git smart HTTP; everything needs ``FORGE_TOKEN``."""
+    root = tmp_path / "forge"
+    make_remote(root / "acme", "widgets")
+    make_remote(root / "gl" / "group", "proj")
+    with FakeForge(root, token=FORGE_TOKEN) as server:
+        yield server
+
+
+def forge_settings(forge: FakeForge) -> dict[str, Any]:
+    """Settings that point repos on ``forge`` at its APIs, with the token and quick retries."""
+    return {
+        "forges": {
+            f"{forge.url}/": {"provider": "github", "api_url": forge.url, "token": FORGE_TOKEN},
+            f"{forge.url}/gl/": {
+                "provider": "gitlab",
+                "api_url": f"{forge.url}/api/v4",
+                "token": FORGE_TOKEN,
+            },
+        },
+        "github_write_interval_seconds": 0,
+        "pr_retry_backoff_seconds": 0.2,
+        "pr_retry_backoff_max_seconds": 1,
+        "public_url": "https://agenticore.example",
+    }
 
 
 @pytest.fixture

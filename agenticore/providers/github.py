@@ -31,7 +31,7 @@ class GitHubProvider:
             seconds_between_writes=settings.github_write_interval_seconds or None,
             lazy=True,
         )
-        self.repo = self.client.get_repo(forge.project, lazy=True)
+        self.repo = self.client.get_repo(forge.project)
 
     def find(self, head: str) -> PullRequest | None:
         with self._errors("list pull requests"):
