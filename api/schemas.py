@@ -59,6 +59,7 @@ class JobPublic(BaseModel):
     max_cost_usd: float | None
     max_attempts: int | None
     keep_worktree: bool
+    worktree_path: str | None
     auto_pr: bool | None
     pr_labels: list[str] | None
     pr_reviewers: list[str] | None

@@ -338,8 +338,8 @@ def _github_create(
     ref = label.split(":", 1)[1]
     with forge.lock:
         if any(p["head"]["label"] == label and p["state"] == "open" for p in pulls):
-            return 422, {"message": "Validation Failed",
-                         "errors": [{"message": f"A pull request already exists for {label}."}]}  # fmt: skip
+            exists = f"A pull request already exists for {label}."
+            return 422, {"message": "Validation Failed", "errors": [{"message": exists}]}
         if not forge.has_branch(project, ref):
             return 422, {"message": "Validation Failed",
                          "errors": [{"resource": "PullRequest", "field": "head",
