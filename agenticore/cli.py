@@ -185,7 +185,21 @@ def run(
         str, typer.Option(help="interactive | normal | batch (Redis broker only)")
     ] = "normal",
     max_cost: Annotated[float | None, typer.Option(help="budget in USD")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+    pr: Annotated[
+        bool | None, typer.Option("--pr/--no-pr", help="open a pull request (default: profile)")
+    ] = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--label", help="PR label (repeatable)")
+    ] = None,
+    reviewers: Annotated[
+        list[str] | None, typer.Option("--reviewer", help="PR reviewer, user or org/team")
+    ] = None,
+    draft: Annotated[
+        bool | None, typer.Option("--draft/--ready", help="draft PR (default: config)")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the job (and its PR step) until it ends")
+    ] = False,
     as_json: JsonOption = False,
     api: ApiOption = None,
 ) -> None:
@@ -198,6 +212,10 @@ def run(
         "session_id": session,
         "timeout_seconds": timeout,
         "max_cost_usd": max_cost,
+        "auto_pr": pr,
+        "pr_labels": labels or None,
+        "pr_reviewers": reviewers or None,
+        "pr_draft": draft,
     }
     spec |= {k: v for k, v in optional.items() if v is not None}
     client = _client(api)
@@ -322,12 +340,13 @@ def _follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, An
     last = None
     try:
         with console.status("", spinner="dots") as spinner:
-            while job["status"] not in FINAL_STATES:
-                if job["status"] != last and not quiet:
+            while job["status"] not in FINAL_STATES or job.get("pr_status") == "pending":
+                state = "opening PR" if job["status"] in FINAL_STATES else job["status"]
+                if state != last and not quiet:
                     where = f" on {job['worker']}" if job.get("worker") else ""
-                    console.print(f"{job['id']}: {_styled(job['status'])}{where}")
-                    last = job["status"]
-                spinner.update(f"{job['status']} … {time.monotonic() - started:.0f}s")
+                    console.print(f"{job['id']}: {_styled(state)}{where}")
+                    last = state
+                spinner.update(f"{state} … {time.monotonic() - started:.0f}s")
                 time.sleep(0.5)
                 job = _call(client.job, job["id"])
     except KeyboardInterrupt:
@@ -351,7 +370,9 @@ def _print_job(job: dict[str, Any]) -> None:
         ("elapsed", _elapsed(job)),
         ("changed", ", ".join(job.get("changed_files") or []) or None),
         ("commit", job.get("commit_sha")),
+        ("pr", job.get("pr_url") or job.get("pr_status")),
         ("error", job.get("error")),
+        ("pr error", job.get("pr_error")),
     ]
     lines += [f"[bold]{name:<9}[/] {value}" for name, value in fields if value is not None]
     if job.get("result"):

@@ -215,3 +215,28 @@ def _pool_process_running(fleet: Fleet, task_name: str) -> int:
     pids = [t["worker_pid"] for tasks in active.values() for t in tasks if t["name"] == task_name]
     assert len(pids) == 1, active
     return int(pids[0])
+
+
+def test_given_the_cli_when_run_with_pr_options_then_it_waits_for_the_pr_and_shows_it(
+    pr_fleet: Fleet, forge: FakeForge
+) -> None:
+    env = pr_fleet.env | {"AGENTICORE_API_URL": pr_fleet.api_url, "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-m", "agenticore.cli", "run", "From the CLI\n" + CHANGE,
+         "--repo", repo_url(forge), "--pr", "--label", "cli", "--reviewer", "alice",
+         "--ready", "--wait"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+    assert out.returncode == 0, out.stderr
+    pull = [p for p in forge.github_pulls(PROJECT) if p["title"] == "From the CLI"][-1]
+    assert pull["html_url"] in out.stdout
+    assert pull["labels"] == [{"name": "cli"}] and pull["draft"] is False
+    assert pull["requested_reviewers"] == [{"login": "alice"}]
+
+
+def test_given_auto_pr_without_a_repo_when_submitted_then_422_says_why(pr_fleet: Fleet) -> None:
+    response = pr_fleet.http.post("/jobs", json={"task": "x", "auto_pr": True})
+
+    assert response.status_code == 422
+    assert "auto_pr needs a repo_url" in response.text
