@@ -86,6 +86,10 @@ class PullRequestStep:
             return self._open(job, worktree)
         except (ForgeError, RepoError) as exc:
             return self._failed(job, exc)
+        except Exception as exc:  # a bug or an odd repo state must still settle the step
+            log.exception("job %s: PR step failed inside Agenticore", job_id)
+            error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
+            return self._settle(job, PrStatus.FAILED, error=error)
 
     def _open(self, job: Job, worktree: Path) -> Job:
         assert job.repo_url is not None and job.branch is not None

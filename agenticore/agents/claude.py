@@ -20,8 +20,12 @@ from agenticore.supervisor import SIGTERM_EXIT, ProcessResult
 
 __all__ = ["ClaudeBackend", "ClaudeStream"]
 
-# the CLI refuses to start inside another Claude Code session; our own config is not its business
-_STRIPPED_ENV_PREFIXES = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "AGENTICORE_")
+# the CLI refuses to start inside another Claude Code session; our own config is not its
+# business; forge tokens are for the PR step (a profile's env may still hand one over)
+_STRIPPED_ENV_PREFIXES = (
+    "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "AGENTICORE_", "GITHUB_TOKEN", "GITLAB_TOKEN",
+    "GH_TOKEN",
+)  # fmt: skip
 
 
 class ClaudeStream:

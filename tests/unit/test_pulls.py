@@ -376,3 +376,16 @@ def test_pr_title_takes_the_first_prose_line_and_keeps_it_short() -> None:
     assert len(long) == SUBJECT_MAX and long.endswith("…")
     job = Job.from_spec(JobSpec(task="Fix it\nplease"))
     assert commit_message(job) == f"Fix it\n\nAgenticore-Job: {job.id}\n"
+
+
+def test_given_a_broken_worktree_when_the_pr_step_runs_then_it_fails_cleanly(
+    embedded: Settings, forge: FakeForge
+) -> None:
+    ran = run_job(embedded, "Add greeting\n" + CHANGE, repo_url=repo_url(forge), auto_pr=True)
+    (Path(ran.worktree_path or "") / ".git").write_text("gitdir: /nonexistent\n")
+
+    done = PullRequestStep(embedded).run(ran.id)
+
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.pr_status is PrStatus.FAILED and "internal_error" in (done.pr_error or "")
+    assert forge.requests == []

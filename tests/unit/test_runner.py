@@ -243,19 +243,22 @@ def test_given_an_unknown_session_when_resumed_then_the_job_fails_clearly(
     assert f"No conversation found with session ID: {ghost}" in (done.error or "")
 
 
-def test_given_the_agent_env_then_claudecode_and_our_settings_are_stripped(
+def test_given_the_agent_env_then_claudecode_our_settings_and_forge_tokens_are_stripped(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("AGENTICORE_SECRET_THING", "s3cr3t")
+    monkeypatch.setenv("GITHUB_TOKEN", "gh-s3cr3t")
+    monkeypatch.setenv("GITLAB_TOKEN", "gl-s3cr3t")
     settings = make_settings()
-    done = run(
-        settings, submit(settings, "@fake env AGENTICORE_SECRET_THING\n@fake env CLAUDE_CONFIG_DIR")
+    task = "@fake env AGENTICORE_SECRET_THING\n@fake env CLAUDE_CONFIG_DIR\n" + (
+        "@fake env GITHUB_TOKEN\n@fake env GITLAB_TOKEN"
     )
+    done = run(settings, submit(settings, task))
 
     assert done.status is JobStatus.SUCCEEDED, done.error
     transcript = Path(done.transcript_path or "").read_text()
-    assert "s3cr3t" not in transcript
+    assert "s3cr3t" not in transcript and "GITHUB_TOKEN=<unset>" in transcript
     assert str(settings.jobs_dir / done.id / ".claude") in transcript
 
 
