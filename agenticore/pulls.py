@@ -73,17 +73,12 @@ class PullRequestStep:
             return job
         if job.status is not JobStatus.SUCCEEDED:
             return self._settle(job, PrStatus.SKIPPED, error=f"the run {job.status.value}")
-        worktree = Path(job.worktree_path) if job.worktree_path else None
-        if job.repo_url is None or job.branch is None or worktree is None:
+        if job.repo_url is None or job.branch is None:
             return self._settle(job, PrStatus.SKIPPED, error="the job has no repository")
-        if not (worktree / ".git").exists():
-            return self._settle(
-                job, PrStatus.FAILED, error=f"the job's worktree {worktree} is gone"
-            )
         job = self.store.update(job_id, pr_status=PrStatus.PENDING,
                                 pr_attempts=job.pr_attempts + 1)  # fmt: skip
         try:
-            return self._open(job, worktree)
+            return self._open(job, self._worktree(job))
         except (ForgeError, RepoError) as exc:
             return self._failed(job, exc)
         except Exception as exc:  # a bug or an odd repo state must still settle the step
@@ -99,7 +94,6 @@ class PullRequestStep:
         if self.repos.commits_since(worktree, base) == 0:
             return self._settle(job, PrStatus.NO_CHANGES)
         sha = self.repos.push(job.repo_url, worktree, job.branch)
-        self.store.update(job.id, commit_sha=sha)
         proposal = self._proposal(job)
         provider = provider_for(self.settings, forge)
         try:
@@ -110,6 +104,13 @@ class PullRequestStep:
         log.info("job %s: pull request %s", job.id, pull.url)
         return self._settle(job, PrStatus.OPENED, pull=pull, commit_sha=sha,
                             error="; ".join(warnings) or None)  # fmt: skip
+
+    def _worktree(self, job: Job) -> Path:
+        """The run's worktree; if the run did not keep it (nobody foresaw a PR step), a new
+        one on the job branch, which the cache kept with the agent's commits."""
+        if job.worktree_path and (Path(job.worktree_path) / ".git").exists():
+            return Path(job.worktree_path)
+        return self.repos.create_workspace(job).path
 
     def _proposal(self, job: Job) -> Proposal:
         profile = self._profile(job)

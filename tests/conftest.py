@@ -169,7 +169,7 @@ class Fleet:
     def wait_until_final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         final = {"succeeded", "failed", "cancelled", "timed_out", "dead"}
         return wait_for(
-            lambda: (job := self.job(job_id))["status"] in final and job,
+            lambda: job if (job := self.job(job_id))["status"] in final else None,
             timeout=timeout,
             interval=0.2,
             what=f"job {job_id} to end",

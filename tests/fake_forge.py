@@ -428,9 +428,10 @@ def _gitlab(
         _hold(forge)
         return 201, mr
     number = re.match(r"^/merge_requests/(\d+)$", rest)
-    mr = next((m for m in requests if number and m["iid"] == int(number[1])), None)
-    if mr is None or method != "PUT":
+    found = [m for m in requests if number and m["iid"] == int(number[1])]
+    if not found or method != "PUT":
         return 404, {"message": "404 Not Found"}
+    mr = found[0]
     with forge.lock:
         for key in ("title", "description"):
             if key in data:

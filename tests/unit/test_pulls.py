@@ -389,3 +389,17 @@ def test_given_a_broken_worktree_when_the_pr_step_runs_then_it_fails_cleanly(
     assert done.status is JobStatus.SUCCEEDED
     assert done.pr_status is PrStatus.FAILED and "internal_error" in (done.pr_error or "")
     assert forge.requests == []
+
+
+def test_given_a_finished_run_without_a_worktree_when_asked_later_then_its_commits_get_a_pr(
+    embedded: Settings, forge: FakeForge
+) -> None:
+    task = "Document the API\n@fake write API.md docs\n@fake commit docs: describe the API"
+    ran = run_job(embedded, task, repo_url=repo_url(forge))
+    assert ran.pr_status is None and not Path(ran.worktree_path or "").exists()
+
+    done = PullRequestStep(embedded).run(ran.id)
+
+    assert done.pr_status is PrStatus.OPENED
+    assert remote_head(forge, done.branch or "") == ran.commit_sha
+    assert not Path(ran.worktree_path or "").exists(), "the re-made worktree goes too"
