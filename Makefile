@@ -19,6 +19,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) -m bench.pipeline
+	$(PYTHON) -m bench.pulls
 
 demo: $(STAMP)
 	bash scripts/demo.sh
