@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
-from agenticore.models import Job, JobStatus, can_transition
+from agenticore.models import Job, JobStatus, PrStatus, can_transition
 
 __all__ = ["JobStore"]
 
@@ -60,20 +60,17 @@ class JobStore:
         self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
         """Newest first. ``cursor`` is the last id of the previous page."""
-        jobs = self._list_redis(status, limit, cursor)
-        if jobs is None:
-            jobs = self._list_files(status, limit, cursor)
-        next_cursor = jobs[-1].id if len(jobs) == limit else None
-        return jobs, next_cursor
+        index = self.keys.jobs_by_status(status.value) if status else self.keys.jobs_index()
+        return self._page(index, lambda job: status is None or job.status is status,
+                          limit, cursor)  # fmt: skip
 
     def all_jobs(self, status: JobStatus) -> Iterator[Job]:
         """Every job in ``status``, newest first, page by page."""
-        cursor = None
-        while True:
-            jobs, cursor = self.list_jobs(status=status, limit=200, cursor=cursor)
-            yield from jobs
-            if cursor is None:
-                return
+        return self._every(self.keys.jobs_by_status(status.value), lambda j: j.status is status)
+
+    def pending_pr_steps(self) -> Iterator[Job]:
+        """Every job whose PR step has not settled (``pr_status: pending``), newest first."""
+        return self._every(self.keys.pr_pending(), lambda j: j.pr_status is PrStatus.PENDING)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -144,6 +141,23 @@ class JobStore:
         with exclusive(self.settings, name, hold=_LOCK_HOLD_SECONDS, wait=_LOCK_HOLD_SECONDS):
             yield
 
+    def _page(
+        self, index: str, match: Callable[[Job], bool], limit: int, cursor: str | None
+    ) -> tuple[list[Job], str | None]:
+        """One page from a Redis index, or from the files filtered by ``match``."""
+        jobs = self._list_redis(index, limit, cursor)
+        if jobs is None:
+            jobs = self._list_files(match, limit, cursor)
+        return jobs, (jobs[-1].id if len(jobs) == limit else None)
+
+    def _every(self, index: str, match: Callable[[Job], bool]) -> Iterator[Job]:
+        cursor = None
+        while True:
+            jobs, cursor = self._page(index, match, 200, cursor)
+            yield from jobs
+            if cursor is None:
+                return
+
     def _write(self, job: Job, previous: JobStatus | None) -> None:
         self._write_file(job)
         if self.redis is None:
@@ -160,6 +174,10 @@ class JobStore:
             if previous is not None and previous != job.status:
                 pipe.zrem(self.keys.jobs_by_status(previous.value), job.id)
             pipe.zadd(self.keys.jobs_by_status(job.status.value), {job.id: 0})
+            if job.pr_status is PrStatus.PENDING:
+                pipe.zadd(self.keys.pr_pending(), {job.id: 0})
+            else:
+                pipe.zrem(self.keys.pr_pending(), job.id)
             pipe.execute()
         except redis.RedisError as exc:
             # the file already holds the record: degrade, do not fail the job
@@ -187,12 +205,9 @@ class JobStore:
             return None
         return _decode(raw) if raw else None
 
-    def _list_redis(
-        self, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> list[Job] | None:
+    def _list_redis(self, index: str, limit: int, cursor: str | None) -> list[Job] | None:
         if self.redis is None:
             return None
-        index = self.keys.jobs_by_status(status.value) if status else self.keys.jobs_index()
         jobs: list[Job] = []
         try:
             while len(jobs) < limit:
@@ -215,7 +230,9 @@ class JobStore:
             return None
         return jobs
 
-    def _list_files(self, status: JobStatus | None, limit: int, cursor: str | None) -> list[Job]:
+    def _list_files(
+        self, match: Callable[[Job], bool], limit: int, cursor: str | None
+    ) -> list[Job]:
         if not self.dir.is_dir():
             return []
         names = sorted((p.stem for p in self.dir.glob("*.json")), reverse=True)
@@ -224,7 +241,7 @@ class JobStore:
             if cursor and job_id >= cursor:
                 continue
             job = self._read_file(job_id)
-            if job is not None and (status is None or job.status is status):
+            if job is not None and match(job):
                 jobs.append(job)
                 if len(jobs) == limit:
                     break

@@ -6,6 +6,7 @@ All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's un
     <prefix>:job:<id>              hash, one field per Job attribute (JSON values), TTL
     <prefix>:jobs                  sorted set, all job ids (score 0, ids sort by time)
     <prefix>:jobs:<status>         sorted set, ids currently in that status
+    <prefix>:jobs:pr:pending       sorted set, ids whose PR step has not settled
     <prefix>:idem:<sha256(key)>    string, job id owning an Idempotency-Key, TTL
     <prefix>:breaker:<name>        hash, circuit breaker state of an agent backend
     <prefix>:worker:<name>         hash, a worker's declared state and last heartbeat
@@ -31,6 +32,9 @@ class KeySchema:
 
     def jobs_by_status(self, status: str) -> str:
         return f"{self.prefix}:jobs:{status}"
+
+    def pr_pending(self) -> str:
+        return f"{self.prefix}:jobs:pr:pending"
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"

@@ -224,6 +224,7 @@ class Job(JobSpec):
     pr_number: int | None = None
     pr_error: str | None = None
     pr_attempts: int = 0
+    pr_due_at: datetime | None = None  # a pending PR step should show progress by then
 
     @classmethod
     def from_spec(cls, spec: JobSpec, job_id: str | None = None) -> Job:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from agenticore.config import Settings
 from agenticore.errors import ForgeError, InvalidRequest, RepoError, RetryLater
 from agenticore.forges import resolve_forge
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobStatus, PrStatus
+from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, PermitGate, kept_alive
 from agenticore.profiles import Profile, load_profile
 from agenticore.providers import Proposal, PullRequest, PullRequestProvider, provider_for
@@ -75,7 +76,7 @@ class PullRequestStep:
             return self._settle(job, PrStatus.SKIPPED, error=f"the run {job.status.value}")
         if job.repo_url is None or job.branch is None:
             return self._settle(job, PrStatus.SKIPPED, error="the job has no repository")
-        job = self.store.update(job_id, pr_status=PrStatus.PENDING,
+        job = self.store.update(job_id, pr_status=PrStatus.PENDING, pr_due_at=utcnow(),
                                 pr_attempts=job.pr_attempts + 1)  # fmt: skip
         try:
             return self._open(job, self._worktree(job))
@@ -143,13 +144,14 @@ class PullRequestStep:
     def _failed(self, job: Job, exc: ForgeError | RepoError) -> Job:
         error = redact_text(str(exc))
         if exc.transient and job.pr_attempts < self.settings.pr_max_attempts:
-            self.store.update(job.id, pr_error=error)
             delay = backoff_seconds(
                 job.pr_attempts,
                 base=self.settings.pr_retry_backoff_seconds,
                 cap=self.settings.pr_retry_backoff_max_seconds,
             )
             wait = max(delay, getattr(exc, "retry_after", None) or 0.0)
+            due = utcnow() + timedelta(seconds=wait)
+            self.store.update(job.id, pr_error=error, pr_due_at=due)
             log.warning("job %s: PR attempt %d failed (%s); retry in %.0fs",
                         job.id, job.pr_attempts, error, wait)  # fmt: skip
             raise RetryLater(error, job_id=job.id, retry_after=wait) from None
@@ -168,7 +170,8 @@ class PullRequestStep:
         """Records a final PR status, then lets the worktree go (unless the job keeps it)."""
         if pull is not None:
             fields |= {"pr_url": pull.url, "pr_number": pull.number}
-        job = self.store.update(job.id, pr_status=status, pr_error=error, **fields)
+        job = self.store.update(job.id, pr_status=status, pr_error=error, pr_due_at=None,
+                                **fields)  # fmt: skip
         if job.worktree_path and not job.keep_worktree:
             try:
                 self.repos.remove_workspace(job)

@@ -262,13 +262,14 @@ class JobRunner:
         if outcome.session_id:
             fields["session_id"] = outcome.session_id
         if pr_pending and status is JobStatus.SUCCEEDED:
-            fields["pr_status"] = PrStatus.PENDING  # the PR step settles it
+            fields |= {"pr_status": PrStatus.PENDING, "pr_due_at": utcnow()}  # the step settles it
         try:
             job = self.store.update(job_id, status=status, **fields)
         except InvalidTransition:
             # cancelled while it ran: keep the cancellation, still record what the agent did
             fields.pop("error")
             fields.pop("pr_status", None)
+            fields.pop("pr_due_at", None)
             job = self.store.update(job_id, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job

@@ -17,12 +17,10 @@ from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
 from agenticore.supervisor import kill_process_group
-from workers.broker import job_ids_in_broker
+from workers.broker import messages_in_broker
+from workers.names import OPEN_PULL_REQUEST, RUN_JOB
 
-__all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery"]
-
-RUN_JOB = "agenticore.run_job"
-OPEN_PULL_REQUEST = "agenticore.open_pull_request"
+__all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery", "send_pr_step"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,11 @@ def enqueue(celery: Celery, job: Job) -> None:
     """Sends ``run_job`` for a stored job; the job id doubles as the task id, so revoke and
     result lookups need no mapping."""
     celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority])
+
+
+def send_pr_step(celery: Celery, job: Job) -> None:
+    """Sends ``open_pull_request`` for a job whose run left its PR step pending."""
+    celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority])
 
 
 def _create_broker_folders(sender: Celery, **_: Any) -> None:
@@ -90,7 +93,10 @@ def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:
     settings = get_settings()
     registry = WorkerRegistry(settings)
     reconciler = Reconciler(
-        settings, lambda job: enqueue(celery, job), in_broker=lambda: job_ids_in_broker(celery)
+        settings,
+        lambda job: enqueue(celery, job),
+        in_broker=lambda: messages_in_broker(celery),
+        resend_pr_step=lambda job: send_pr_step(celery, job),
     )
     while True:
         try:

@@ -1,8 +1,9 @@
-"""What is waiting in the broker: queue depth (backpressure, autoscaling) and which jobs
-have a message at all (the reconciler's check for lost ones)."""
+"""What is waiting in the broker: queue depth (backpressure, autoscaling) and which runs
+and PR steps have a message at all (the reconciler's check for lost ones)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -12,7 +13,10 @@ from typing import Any
 import redis
 from celery import Celery
 
-__all__ = ["job_ids_in_broker", "queue_depth"]
+from agenticore.reconciler import BrokerView, pr_step_key
+from workers.names import OPEN_PULL_REQUEST
+
+__all__ = ["messages_in_broker", "queue_depth"]
 
 # Redis keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -26,19 +30,23 @@ def queue_depth(celery: Celery) -> int:
         return sum(int(client.llen(name)) for name in _queue_lists(celery))
 
 
-def job_ids_in_broker(celery: Celery) -> set[str]:
-    """Task ids (= job ids) of every message waiting or held unacknowledged by a worker.
+def messages_in_broker(celery: Celery) -> BrokerView:
+    """Every message waiting in the queue or held unacknowledged by a worker, as job ids
+    (runs) and ``pr_step_key``s (PR steps).
 
-    The embedded broker hands a message over for good once a worker takes it, so there a
-    message a worker holds for a countdown is not seen; the reconciler's duplicate is
-    harmless.
+    The embedded broker hands a message over for good once a worker takes it, so there
+    nothing is ever held; the reconciler's duplicate of a held message is harmless.
     """
     if _is_filesystem(celery):
-        return {_task_id(json.loads(path.read_bytes())) for path in _message_files(celery)}
+        return BrokerView(
+            waiting={_key(json.loads(path.read_bytes())) for path in _message_files(celery)}
+        )
     with _redis(celery) as client:
         payloads = [raw for name in _queue_lists(celery) for raw in client.lrange(name, 0, -1)]
         held = [json.loads(raw)[0] for raw in client.hvals(_prefix(celery) + "unacked")]
-    return {_task_id(json.loads(raw)) for raw in payloads} | {_task_id(m) for m in held}
+    return BrokerView(
+        waiting={_key(json.loads(raw)) for raw in payloads}, held={_key(m) for m in held}
+    )
 
 
 def _is_filesystem(celery: Celery) -> bool:
@@ -67,5 +75,14 @@ def _message_files(celery: Celery) -> Iterator[Path]:
             yield folder / name
 
 
-def _task_id(message: dict[str, Any]) -> str:
-    return str(message.get("headers", {}).get("id", ""))
+def _key(message: dict[str, Any]) -> str:
+    """The task id of a run (= the job id); a PR step's job id comes from its arguments,
+    since a chain built by a user gives it a task id of its own."""
+    headers = message.get("headers", {})
+    if headers.get("task") != OPEN_PULL_REQUEST:
+        return str(headers.get("id", ""))
+    body = message.get("body", "")
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args = json.loads(body)[0]
+    return pr_step_key(str(args[0])) if args else ""

@@ -17,13 +17,13 @@ from celery import Task
 from agenticore.config import get_settings
 from agenticore.errors import NoPermit, RetryLater
 from agenticore.jobs import JobStore
-from agenticore.models import CELERY_PRIORITY, JobSpec, JobStatus, PrStatus
+from agenticore.models import JobSpec, JobStatus, PrStatus
 from agenticore.profiles import job_from_spec
 from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
 from agenticore.supervisor import Terminated
-from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue
+from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue, send_pr_step
 
 __all__ = ["open_pull_request", "run_job"]
 
@@ -76,8 +76,8 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
                  outcome.error, delay)  # fmt: skip
         raise self.retry(countdown=delay)
     if outcome.pr_status is PrStatus.PENDING and not chained:
-        # an auto_pr job: the PR step follows as a child task, as if chained by the caller
-        open_pull_request.apply_async((job,), priority=CELERY_PRIORITY[outcome.priority])
+        # an auto_pr job: the PR step follows, as if the caller had chained it
+        send_pr_step(app, outcome)
     return job
 
 

@@ -52,6 +52,15 @@ def pr_fleet(
         yield fleet
 
 
+@pytest.fixture(params=["redis", "embedded"])
+def own_pr_fleet(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, forge: FakeForge
+) -> Iterator[Fleet]:
+    """A fleet of the test's own, for tests that kill its worker."""
+    with running_fleet(request.param, tmp_path, redis_url, **forge_settings(forge)) as fleet:
+        yield fleet
+
+
 @pytest.fixture(autouse=True)
 def clean_forge(forge: FakeForge) -> Iterator[None]:
     yield
@@ -187,6 +196,33 @@ def test_given_a_pool_process_killed_mid_create_when_redelivered_then_one_pr_is_
     assert len(pulls) == 1, "the redelivered step found the PR instead of opening another"
     assert done["pr_number"] == pulls[0]["number"] and done["pr_attempts"] == 2
     assert len(forge.api_calls("PATCH", rf"/pulls/{pulls[0]['number']}$")) == 1
+
+
+def test_given_the_worker_killed_mid_create_when_a_new_worker_starts_then_one_pr_is_recorded(
+    own_pr_fleet: Fleet, forge: FakeForge
+) -> None:
+    """The whole worker dies (main process and pool, as when a node is lost) while the forge
+    is opening the PR; the replacement's reconciler sends the PR step again."""
+    forge.hold_creates.set()
+    job = own_pr_fleet.submit(task="Lose the node\n" + CHANGE, repo_url=repo_url(forge),
+                              auto_pr=True)  # fmt: skip
+    assert forge.create_reached.wait(timeout=60), "the PR step never reached the forge"
+    main = own_pr_fleet.worker.pid
+    pool = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+
+    for pid in [main, *map(int, pool)]:
+        os.kill(pid, signal.SIGKILL)
+    own_pr_fleet.worker.wait(timeout=10)
+    forge.hold_creates.clear()
+    forge.release_creates.set()
+    assert own_pr_fleet.job(job["id"])["pr_status"] == "pending"
+    own_pr_fleet.replace_worker()
+    done = wait_pr_final(own_pr_fleet, job["id"])
+
+    assert done["pr_status"] == "opened", done
+    pulls = pulls_for(forge, done["branch"])
+    assert len(pulls) == 1 and done["pr_number"] == pulls[0]["number"]
+    assert done["pr_attempts"] == 2
 
 
 def test_given_worker_logs_when_prs_were_opened_then_the_token_never_appears(

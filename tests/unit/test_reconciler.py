@@ -10,9 +10,9 @@ import pytest
 from agenticore.config import Settings
 from agenticore.jobs import JobStore
 from agenticore.locks import exclusive
-from agenticore.models import Job, JobSpec, JobStatus, utcnow
+from agenticore.models import Job, JobSpec, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, PermitGate
-from agenticore.reconciler import Reconciler
+from agenticore.reconciler import BrokerView, Reconciler, pr_step_key
 from agenticore.runner import job_scope
 
 
@@ -91,7 +91,9 @@ def test_given_a_queued_job_missing_from_the_broker_twice_then_it_is_enqueued_ag
     waiting = store.create(Job.from_spec(JobSpec(task="waiting")))
     sent: list[str] = []
     reconciler = Reconciler(
-        lease_settings, lambda job: sent.append(job.id), in_broker=lambda: {waiting.id}
+        lease_settings,
+        lambda job: sent.append(job.id),
+        in_broker=lambda: BrokerView(waiting={waiting.id}),
     )
 
     first = reconciler.run_once()
@@ -101,3 +103,55 @@ def test_given_a_queued_job_missing_from_the_broker_twice_then_it_is_enqueued_ag
     assert first == [], "one miss may be a job between storing and sending"
     assert second == sent == [lost.id]
     assert third == [], "sent once, then given a pass to show up"
+
+
+def pending_pr_step(settings: Settings, due_ago: float = 5, retry_in: float | None = None) -> Job:
+    store = JobStore(settings)
+    job = store.create(Job.from_spec(JobSpec(task="x", repo_url="https://github.com/a/b")))
+    due = (
+        utcnow() + timedelta(seconds=retry_in)
+        if retry_in
+        else utcnow() - timedelta(seconds=due_ago)
+    )
+    store.update(job.id, status=JobStatus.RUNNING, attempts=1)
+    return store.update(job.id, status=JobStatus.SUCCEEDED, pr_status=PrStatus.PENDING,
+                        pr_due_at=due)  # fmt: skip
+
+
+def pr_reconciler(settings: Settings, sent: list[str], view: BrokerView) -> Reconciler:
+    return Reconciler(settings, print, in_broker=lambda: view,
+                      resend_pr_step=lambda job: sent.append(job.id))  # fmt: skip
+
+
+def test_given_a_pr_step_lost_with_its_worker_then_it_is_sent_again_after_two_passes(
+    lease_settings: Settings,
+) -> None:
+    lost = pending_pr_step(lease_settings)
+    sent: list[str] = []
+    # the dead worker's message still looks held: only a waiting one would count
+    reconciler = pr_reconciler(lease_settings, sent, BrokerView(held={pr_step_key(lost.id)}))
+
+    first, second, third = (reconciler.run_once() for _ in range(3))
+
+    assert first == [] and second == [pr_step_key(lost.id)] and sent == [lost.id]
+    assert third == [], "sent once, then given a pass to show up"
+
+
+def test_given_pr_steps_that_are_fine_then_none_is_sent_again(lease_settings: Settings) -> None:
+    waiting = pending_pr_step(lease_settings)
+    running = pending_pr_step(lease_settings)
+    PermitGate(lease_settings, lease_seconds=30).try_acquire("w", [Limit(job_scope(running.id), 1)])
+    backing_off = pending_pr_step(lease_settings, retry_in=60)
+    fresh = pending_pr_step(lease_settings, due_ago=0)
+    settled = pending_pr_step(lease_settings)
+    JobStore(lease_settings).update(settled.id, pr_status=PrStatus.OPENED)
+    sent: list[str] = []
+    view = BrokerView(waiting={pr_step_key(waiting.id)})
+    reconciler = pr_reconciler(lease_settings, sent, view)
+
+    for _ in range(3):
+        reconciler.run_once()
+
+    assert sent == [], (waiting, running, backing_off, fresh)
+    assert [job.id for job in JobStore(lease_settings).pending_pr_steps()] == [
+        fresh.id, backing_off.id, running.id, waiting.id]  # fmt: skip
