@@ -32,6 +32,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 
-__all__ = ["Limit", "Permit", "PermitGate", "kept_alive"]
+__all__ = ["Limit", "Permit", "PermitGate", "job_gate", "job_lease", "job_scope", "kept_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,32 @@ class PermitGate:
             return self._backend.holders(scope)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"permit store unavailable: {exc}") from exc
+
+
+def job_scope(job_id: str) -> str:
+    """The permit scope (limit 1) that doubles as a job's heartbeat lease: while one delivery
+    holds it, a duplicate is deferred, and when the holder dies the lease lapses."""
+    return f"job:{job_id}"
+
+
+def job_gate(settings: Settings) -> PermitGate:
+    """The gate runs and PR steps take their job lease (and other permits) from."""
+    return PermitGate(
+        settings, lease_seconds=settings.lease_seconds, retry_after=settings.retry_backoff_seconds
+    )
+
+
+@contextmanager
+def job_lease(gate: PermitGate, job_id: str, limits: Sequence[Limit] = ()) -> Iterator[Permit]:
+    """The job's lease plus ``limits``, renewed every third of a lease until the block ends;
+    raises ``NoPermit`` if any is taken."""
+    holder = f"{job_id}/{uuid.uuid4().hex[:8]}"
+    every = gate.lease_seconds / 3
+    with (
+        gate.acquire(holder, [Limit(job_scope(job_id), 1), *limits]) as permit,
+        kept_alive(permit, every),
+    ):
+        yield permit
 
 
 @contextmanager

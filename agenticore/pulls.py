@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,12 @@ from agenticore.errors import ForgeError, InvalidRequest, RepoError, RetryLater
 from agenticore.forges import resolve_forge
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
-from agenticore.permits import Limit, PermitGate, kept_alive
+from agenticore.permits import job_gate, job_lease
 from agenticore.profiles import Profile, load_profile
 from agenticore.providers import Proposal, PullRequest, PullRequestProvider, provider_for
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache
 from agenticore.retries import backoff_seconds
-from agenticore.runner import job_scope
 
 __all__ = ["PullRequestStep", "commit_message", "pr_body", "pr_title"]
 
@@ -45,11 +43,7 @@ class PullRequestStep:
         self.settings = settings
         self.store = store or JobStore(settings)
         self.repos = RepoCache(settings)
-        self.gate = PermitGate(
-            settings,
-            lease_seconds=settings.lease_seconds,
-            retry_after=settings.retry_backoff_seconds,
-        )
+        self.gate = job_gate(settings)
 
     def run(self, job_id: str) -> Job:
         """Takes the job's PR step as far as it goes. Returns the job with a final
@@ -60,12 +54,7 @@ class PullRequestStep:
             return job
         if not job.terminal:
             raise InvalidRequest(f"job {job_id} is {job.status.value}; its PR step runs after it")
-        holder = f"{job_id}/pr-{uuid.uuid4().hex[:8]}"
-        every = self.settings.lease_seconds / 3
-        with (
-            self.gate.acquire(holder, [Limit(job_scope(job_id), 1)]) as permit,
-            kept_alive(permit, every),
-        ):
+        with job_lease(self.gate, job_id):
             return self._run_leased(job_id)
 
     def _run_leased(self, job_id: str) -> Job:

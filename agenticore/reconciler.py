@@ -32,8 +32,7 @@ from agenticore.errors import InvalidTransition, LockTimeout
 from agenticore.jobs import JobStore
 from agenticore.locks import exclusive
 from agenticore.models import Job, JobStatus, utcnow
-from agenticore.permits import PermitGate
-from agenticore.runner import job_scope
+from agenticore.permits import PermitGate, job_scope
 
 __all__ = ["BrokerView", "Reconciler", "pr_step_key"]
 

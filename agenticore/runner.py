@@ -24,7 +24,7 @@ from agenticore.errors import (
 )
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
-from agenticore.permits import Limit, PermitGate, kept_alive
+from agenticore.permits import Limit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
@@ -35,7 +35,7 @@ from agenticore.supervisor import (
     supervise,
 )
 
-__all__ = ["JobRunner", "job_scope"]
+__all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,7 @@ class JobRunner:
         self.settings = settings
         self.store = store or JobStore(settings)
         self.repos = RepoCache(settings)
-        self.gate = PermitGate(
-            settings,
-            lease_seconds=settings.lease_seconds,
-            retry_after=settings.retry_backoff_seconds,
-        )
+        self.gate = job_gate(settings)
 
     def run(self, job_id: str, *, worker: str | None = None, pr_follows: bool = False) -> Job:
         """Runs the job once. Returns it finished, or ``queued`` again for a retry.
@@ -69,12 +65,8 @@ class JobRunner:
         wait = breaker.allow()
         if wait:
             raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
-        # the job's own scope (limit 1) is its heartbeat lease: while one delivery runs it,
-        # a duplicate delivery is deferred, and when the holder dies the lease lapses
-        holder = f"{job.id}/{uuid.uuid4().hex[:8]}"
-        limits = [Limit(job_scope(job.id), 1), *self._limits(job, worker)]
-        every = self.settings.lease_seconds / 3
-        with self.gate.acquire(holder, limits) as permit, kept_alive(permit, every):
+        # the job's lease: while one delivery runs it, a duplicate delivery is deferred
+        with job_lease(self.gate, job.id, self._limits(job, worker)):
             return self._run_permitted(job, worker, breaker, pr_follows or bool(job.auto_pr))
 
     def _run_permitted(
@@ -327,8 +319,3 @@ def _failure(exc: AgenticoreError) -> AgentOutcome:
     transient = isinstance(exc, RepoError) and exc.transient
     outcome.retryable = transient or isinstance(exc, LockTimeout)  # network, contention
     return outcome
-
-
-def job_scope(job_id: str) -> str:
-    """The permit scope that doubles as a running job's heartbeat lease."""
-    return f"job:{job_id}"

@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-__all__ = ["Proposal", "PullRequest", "PullRequestProvider", "is_transient", "retry_after"]
+from agenticore.errors import ForgeError
+from agenticore.redaction import redact_text
+
+__all__ = [
+    "Proposal",
+    "PullRequest",
+    "PullRequestProvider",
+    "is_transient",
+    "refused",
+    "retry_after",
+    "unreachable",
+]
 
 # worth another try: bad or rotating credentials, throttling, conflicts and server trouble
 _TRANSIENT_STATUSES = frozenset({401, 403, 408, 409, 429})
@@ -49,6 +60,35 @@ class PullRequestProvider(Protocol):
         """``org/team`` names request a team, other names a user."""
 
     def close(self) -> None: ...
+
+
+def refused(
+    forge: str,
+    action: str,
+    project: str,
+    *,
+    status: int,
+    reason: str,
+    headers: Mapping[str, str] | None,
+    repo: str,
+) -> ForgeError:
+    """The forge answered with an error status."""
+    return ForgeError(
+        redact_text(f"{forge} could not {action} in {project}: HTTP {status} {reason}".rstrip()),
+        repo=repo,
+        status=status,
+        retry_after=retry_after(headers),
+        transient=is_transient(status),
+    )
+
+
+def unreachable(forge: str, action: str, exc: Exception, *, repo: str) -> ForgeError:
+    """No answer at all (network, timeout): worth another try."""
+    return ForgeError(
+        redact_text(f"{forge} could not {action}: {type(exc).__name__}: {exc}"),
+        repo=repo,
+        transient=True,
+    )
 
 
 def is_transient(status: int | None) -> bool:

@@ -10,10 +10,9 @@ from github import Auth, Github, GithubException
 from github.PullRequest import PullRequest as GitHubPull
 
 from agenticore.config import Settings
-from agenticore.errors import ForgeError
 from agenticore.forges import Forge
-from agenticore.providers.base import Proposal, PullRequest, is_transient, retry_after
-from agenticore.redaction import redact_text, redact_url
+from agenticore.providers.base import Proposal, PullRequest, refused, unreachable
+from agenticore.redaction import redact_url
 
 __all__ = ["GitHubProvider"]
 
@@ -75,22 +74,12 @@ class GitHubProvider:
         try:
             yield
         except GithubException as exc:
-            raise ForgeError(
-                redact_text(
-                    f"GitHub could not {action} in {self.forge.project}: "
-                    f"HTTP {exc.status} {_reason(exc)}".rstrip()
-                ),
-                repo=repo,
-                status=exc.status,
-                retry_after=retry_after(exc.headers),
-                transient=is_transient(exc.status),
-            ) from None
+            raise refused(
+                "GitHub", action, self.forge.project,
+                status=exc.status, reason=_reason(exc), headers=exc.headers, repo=repo,
+            ) from None  # fmt: skip
         except requests.RequestException as exc:
-            raise ForgeError(
-                redact_text(f"GitHub could not {action}: {type(exc).__name__}: {exc}"),
-                repo=repo,
-                transient=True,
-            ) from None
+            raise unreachable("GitHub", action, exc, repo=repo) from None
 
 
 def _reason(exc: GithubException) -> str:

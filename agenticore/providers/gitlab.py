@@ -10,8 +10,8 @@ import httpx
 from agenticore.config import Settings
 from agenticore.errors import ForgeError
 from agenticore.forges import Forge
-from agenticore.providers.base import Proposal, PullRequest, is_transient, retry_after
-from agenticore.redaction import redact_text, redact_url
+from agenticore.providers.base import Proposal, PullRequest, refused, unreachable
+from agenticore.redaction import redact_url
 
 __all__ = ["GitLabProvider"]
 
@@ -73,19 +73,12 @@ class GitLabProvider:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ForgeError(
-                redact_text(f"GitLab could not {action}: {type(exc).__name__}: {exc}"),
-                repo=repo,
-                transient=True,
-            ) from None
+            raise unreachable("GitLab", action, exc, repo=repo) from None
         if response.is_error:
-            raise ForgeError(
-                redact_text(f"GitLab could not {action} in {self.forge.project}: "
-                            f"HTTP {response.status_code} {_reason(response)}".rstrip()),
-                repo=repo,
-                status=response.status_code,
-                retry_after=retry_after(response.headers),
-                transient=is_transient(response.status_code),
+            raise refused(
+                "GitLab", action, self.forge.project,
+                status=response.status_code, reason=_reason(response),
+                headers=response.headers, repo=repo,
             )  # fmt: skip
         return response.json()
 

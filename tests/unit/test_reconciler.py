@@ -11,9 +11,8 @@ from agenticore.config import Settings
 from agenticore.jobs import JobStore
 from agenticore.locks import exclusive
 from agenticore.models import Job, JobSpec, JobStatus, PrStatus, utcnow
-from agenticore.permits import Limit, PermitGate
+from agenticore.permits import Limit, PermitGate, job_scope
 from agenticore.reconciler import BrokerView, Reconciler, pr_step_key
-from agenticore.runner import job_scope
 
 
 @pytest.fixture(params=["redis", "embedded"])
