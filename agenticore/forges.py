@@ -22,9 +22,10 @@ from agenticore.config import ForgeSettings, Settings
 from agenticore.errors import ForgeError
 from agenticore.redaction import redact_url
 
-__all__ = ["Forge", "git_auth_env", "resolve_forge"]
+__all__ = ["SCP_LIKE", "Forge", "git_auth_env", "resolve_forge"]
 
-_SCP_LIKE = re.compile(r"^[^@/\s]+@(?P<host>[^:/\s]+):(?P<path>.+)$")
+# git's scp-like syntax, user@host:path (no scheme, so no "://" can match)
+SCP_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@(?P<host>[A-Za-z0-9.-]+):(?!-)(?P<path>\S+)$")
 _KNOWN_HOSTS = {"github.com": "github", "gitlab.com": "gitlab"}
 # the user name each forge expects beside a token in HTTP basic auth
 _BASIC_USER = {"github": "x-access-token", "gitlab": "oauth2"}
@@ -101,8 +102,8 @@ def _configured(settings: Settings, repo_url: str) -> ForgeSettings | None:
 
 
 def _host_and_path(repo_url: str) -> tuple[str | None, str]:
-    scp = _SCP_LIKE.match(repo_url)
-    if scp and "://" not in repo_url:
+    scp = SCP_LIKE.match(repo_url)
+    if scp:
         return scp["host"], scp["path"]
     parts = urlsplit(repo_url)
     return parts.hostname, parts.path

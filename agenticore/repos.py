@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import git
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
-from agenticore.forges import git_auth_env
+from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import Job
 from agenticore.redaction import has_credentials, redact_text, redact_url
@@ -30,7 +29,6 @@ __all__ = ["RepoCache", "Workspace", "repo_key", "validate_repo_url"]
 
 log = logging.getLogger(__name__)
 
-_SCP_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9.-]+:(?!-)[^\s]+$")
 # never prompt for credentials: a job must fail, not hang on a tty that isn't there
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
 _REMOTE_COMMANDS = frozenset({"fetch", "remote", "clone", "ls-remote", "push"})
@@ -52,7 +50,7 @@ def validate_repo_url(url: str, *, allow_local: bool) -> str:
                 repo=redact_url(url),
             )
         return url
-    if not parts.scheme and _SCP_LIKE.match(url):
+    if not parts.scheme and SCP_LIKE.match(url):
         return url
     if parts.scheme == "http" and parts.hostname and allow_local:
         return url  # plain HTTP only where local repos are allowed: a test or a dev box
