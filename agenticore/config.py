@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from agenticore.budgets import DEFAULT_PRICES, Price
+from agenticore.models import DEFAULT_MAX_TASK_BYTES, TASK_BYTES_CAP
 
 __all__ = ["ForgeSettings", "Settings", "get_settings", "reset_settings"]
 
@@ -90,6 +91,15 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
     max_queue_depth: int | None = Field(default=None, ge=1, description="429 beyond this")
     retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After when busy")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="413 for a larger request body"
+    )
+    max_task_bytes: int = Field(
+        default=DEFAULT_MAX_TASK_BYTES,
+        ge=1,
+        le=TASK_BYTES_CAP,
+        description="422 for a longer task, counted in UTF-8 bytes",
+    )
     model_prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     clone_timeout_seconds: int = Field(default=600, ge=10)
     allow_local_repos: bool = False

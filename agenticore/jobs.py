@@ -27,7 +27,7 @@ from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from agenticore.files import atomic_write
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
-from agenticore.models import Job, JobStatus, PrStatus, can_transition
+from agenticore.models import Job, JobStatus, PrStatus, can_transition, valid_job_id
 
 __all__ = ["JobStore"]
 
@@ -52,7 +52,7 @@ class JobStore:
         return job
 
     def find(self, job_id: str) -> Job | None:
-        if not _safe_id(job_id):
+        if not valid_job_id(job_id):
             return None
         return self._read_redis(job_id) or self._read_file(job_id)
 
@@ -251,6 +251,3 @@ class JobStore:
 def _decode(raw: dict[str, str]) -> Job:
     return Job.model_validate({k: json.loads(v) for k, v in raw.items()})
 
-
-def _safe_id(job_id: str) -> bool:
-    return 0 < len(job_id) <= 64 and all(c.isalnum() or c in "-_" for c in job_id)

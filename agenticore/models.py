@@ -24,17 +24,30 @@ __all__ = [
     "can_transition",
     "new_job_id",
     "utcnow",
+    "valid_job_id",
 ]
 
-PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Patterns end in \Z, not $: "$" also matches before a trailing newline, which would let
+# "main\n" through as a ref or a name.
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # git check-ref-format, simplified: no spaces, control chars, "..", "@{", leading "-"
-GIT_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]{1,200}$")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\[\]-]{0,127}$")
+GIT_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]{1,200}\Z")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\[\]-]{0,127}\Z")
+# job ids become file and folder names (HOME/jobs/<id>.json, worktrees/<id>): UUIDs and
+# Celery task ids fit; "/", "." and control characters do not
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# the default of MAX_TASK_BYTES, and the cap no setting can lift (UTF-8 bytes, not chars)
+DEFAULT_MAX_TASK_BYTES = 256 * 1024
+TASK_BYTES_CAP = 4 * 1024 * 1024
 
 
 Priority = Literal["interactive", "normal", "batch"]
 # labels, users and "org/team" names as forges accept them
 PrName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f,]{1,100}$")]
+# printable: the key is echoed in headers and logs (the Idempotency-Key header too)
+IDEMPOTENCY_KEY_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
+IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)]
 
 # Celery message priorities; on Redis a lower number is served first. Steps 0/3/6/9 are
 # separate lists, so each level sits in its own one.
@@ -113,12 +126,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def valid_job_id(job_id: str) -> bool:
+    """Whether ``job_id`` is safe as a file or folder name (see ``JOB_ID``)."""
+    return JOB_ID.match(job_id) is not None
+
+
 class JobSpec(BaseModel):
     """What a caller asks for; validated the same way by the API, the CLI and the task."""
 
     model_config = {"extra": "forbid"}
 
-    task: str = Field(min_length=1, max_length=100_000)
+    # chars <= bytes, so max_length is a cheap first cut; the validator counts the bytes
+    task: str = Field(min_length=1, max_length=TASK_BYTES_CAP)
     repo_url: str | None = Field(default=None, max_length=2048)
     base_ref: str | None = None
     profile: str = "default"
@@ -130,7 +149,7 @@ class JobSpec(BaseModel):
     max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
     max_attempts: int | None = Field(default=None, ge=1, le=20)
     keep_worktree: bool = False
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: IdempotencyKey | None = None
     priority: Priority = "normal"
     auto_pr: bool | None = Field(default=None, description="open a PR; unset = the profile's")
     pr_labels: list[PrName] | None = Field(default=None, max_length=20)
@@ -142,6 +161,11 @@ class JobSpec(BaseModel):
     def _task_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("task must not be blank")
+        if "\x00" in value:  # C strings (argv, the agent, git) end at NUL: never meant
+            raise ValueError("task must not contain NUL characters")
+        size = len(value.encode())
+        if size > TASK_BYTES_CAP:
+            raise ValueError(f"task is {size} bytes (UTF-8); the cap is {TASK_BYTES_CAP}")
         return value
 
     @field_validator("repo_url")
@@ -150,6 +174,8 @@ class JobSpec(BaseModel):
         # checked here, not only in the API, so no entry point can store a token
         if value is not None and has_credentials(value.strip()):
             raise ValueError("repo_url must not embed credentials; configure a token instead")
+        if value is not None and CONTROL_CHARS.search(value.strip()):
+            raise ValueError("repo_url must not contain control characters")
         return value.strip() or None if value is not None else None
 
     @model_validator(mode="after")
@@ -225,6 +251,14 @@ class Job(JobSpec):
     pr_error: str | None = None
     pr_attempts: int = 0
     pr_due_at: datetime | None = None  # a pending PR step should show progress by then
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        # every entry point (API, CLI, a caller-chosen Celery task id) builds paths from it
+        if not valid_job_id(value):
+            raise ValueError("job ids use letters, digits, '_' and '-' (at most 64)")
+        return value
 
     @classmethod
     def from_spec(cls, spec: JobSpec, job_id: str | None = None) -> Job:

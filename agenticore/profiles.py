@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRequest, ProfileNotFound
-from agenticore.models import PROFILE_NAME, Job, JobSpec
+from agenticore.models import PROFILE_NAME, Job, JobSpec, valid_job_id
 
 __all__ = [
     "JobConfig",
@@ -108,6 +109,11 @@ def load_profile(settings: Settings, name: str) -> Profile:
 def job_from_spec(settings: Settings, spec: JobSpec, job_id: str | None = None) -> Job:
     """A new job record, its profile checked and its ``auto_pr`` settled now: whether a PR
     step follows the run is part of what gets enqueued."""
+    size, limit = len(spec.task.encode()), settings.max_task_bytes
+    if size > limit:
+        raise InvalidRequest(f"task is {size} bytes (UTF-8); the limit is {limit} (MAX_TASK_BYTES)")
+    if job_id is not None and not valid_job_id(job_id):
+        raise InvalidRequest("job ids use letters, digits, '_' and '-' (at most 64)")
     profile = load_profile(settings, spec.profile)
     job = Job.from_spec(spec, job_id)
     if job.auto_pr is None:
@@ -171,6 +177,9 @@ def carry_session(settings: Settings, session_id: str, config_dir: Path, cwd: Pa
     The CLI keeps sessions per config dir and per working directory; every job has its own
     of both, so a resumed session must be carried over. Returns False if none was found.
     """
+    # the id goes into a glob and a file name: only a canonical UUID may (no "*", "/", "..")
+    if not _canonical_uuid(session_id):
+        raise InvalidRequest("session_id must be a UUID")
     target = config_dir / "projects" / project_dir_name(cwd) / f"{session_id}.jsonl"
     if target.exists():
         return True
@@ -181,6 +190,13 @@ def carry_session(settings: Settings, session_id: str, config_dir: Path, cwd: Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(found[-1], target)
     return True
+
+
+def _canonical_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def project_dir_name(cwd: Path) -> str:

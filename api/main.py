@@ -22,6 +22,7 @@ from agenticore.errors import (
 from agenticore.jobs import JobStore
 from api.deps import AppState
 from api.dispatch import Dispatcher
+from api.limits import BodyLimit
 from api.routes import health, jobs, profiles, status
 
 __all__ = ["app", "create_app"]
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher.close()
 
     app = FastAPI(title="Agenticore", version=__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=lambda: (settings or get_settings()).max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(profiles.router)
     app.include_router(health.router)

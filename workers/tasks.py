@@ -13,11 +13,13 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
+from pydantic import ValidationError
 
 from agenticore.config import get_settings
-from agenticore.errors import NoPermit, RetryLater
+from agenticore.errors import InvalidRequest, NoPermit, RetryLater
 from agenticore.jobs import JobStore
-from agenticore.models import JobSpec, JobStatus, PrStatus
+from agenticore.models import JobSpec, JobStatus, PrStatus, valid_job_id
 from agenticore.profiles import job_from_spec
 from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
@@ -48,10 +50,7 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     """Runs a stored job by id, or a new one from a spec dict (the task id becomes its id,
     so a redelivered message finds the same job). Returns the job id for chained tasks."""
     runner = _runner()
-    if isinstance(job, dict):
-        job_id = self.request.id or None
-        spec = JobSpec.model_validate(job)
-        job = runner.store.create(job_from_spec(runner.settings, spec, job_id)).id
+    job = _stored_job(runner, job, self.request.id or None)
     settings = runner.settings
     chained = _pr_follows(self)
     try:
@@ -95,6 +94,33 @@ def open_pull_request(self: Task, job_id: str) -> str:
     log.info("job %s: PR step %s %s", job_id, job.pr_status and job.pr_status.value,
              job.pr_url or job.pr_error or "")  # fmt: skip
     return job_id
+
+
+def _stored_job(runner: JobRunner, job: str | dict[str, Any], task_id: str | None) -> str:
+    """The id of the job to run, creating it first from a spec.
+
+    A message anyone could have sent is checked before anything is written: a spec that is
+    invalid, or a task id that is no safe job id (``"../../etc/x"``), is logged and rejected
+    for good; retrying would refuse it again.
+    """
+    try:
+        if isinstance(job, dict):
+            spec = JobSpec.model_validate(job)
+            return runner.store.create(job_from_spec(runner.settings, spec, task_id)).id
+        if not valid_job_id(job):
+            raise InvalidRequest("job ids use letters, digits, '_' and '-' (at most 64)")
+        return job
+    except (ValidationError, InvalidRequest) as exc:
+        reason = _refusal(exc)
+        log.error("run_job %r refused: %s", (task_id or "")[:80], reason)
+        raise Reject(reason, requeue=False) from None
+
+
+def _refusal(exc: ValidationError | InvalidRequest) -> str:
+    """What was wrong, without the submitted values (they may hold secrets)."""
+    if isinstance(exc, InvalidRequest):
+        return str(exc)
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def _pr_follows(task: Task) -> bool:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from agenticore.config import Settings
 from agenticore.errors import InvalidTransition
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobSpec, JobStatus, utcnow
+from agenticore.models import IDEMPOTENCY_KEY_PATTERN, Job, JobSpec, JobStatus, utcnow
 from agenticore.profiles import job_from_spec
 from agenticore.redaction import redact_text
 from agenticore.repos import validate_repo_url
@@ -36,7 +36,9 @@ async def create_job(
     settings: SettingsDep,
     store: StoreDep,
     dispatcher: DispatcherDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, pattern=IDEMPOTENCY_KEY_PATTERN)
+    ] = None,
 ) -> Job:
     spec = JobSpec.model_validate(body.model_dump(exclude={"wait", "wait_timeout_seconds"}))
     if idempotency_key and spec.idempotency_key and idempotency_key != spec.idempotency_key:
