@@ -11,6 +11,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
@@ -22,6 +23,8 @@ from pydantic_settings import (
 
 from agenticore.budgets import DEFAULT_PRICES, Price
 from agenticore.models import DEFAULT_MAX_TASK_BYTES, TASK_BYTES_CAP
+from agenticore.redaction import register_secret
+from agenticore.urls import parse_location
 
 __all__ = ["ForgeSettings", "Settings", "get_settings", "reset_settings"]
 
@@ -138,6 +141,38 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("forges")
+    @classmethod
+    def _forge_prefixes_are_urls(cls, value: dict[str, ForgeSettings]) -> dict[str, ForgeSettings]:
+        # entries match by parsed scheme, host, port and path: a key that does not parse
+        # would silently match nothing
+        for prefix in value:
+            if parse_location(prefix, prefix=True) is None:
+                raise ValueError(
+                    f"FORGES key {prefix!r} is not a repo URL prefix: use https://host/owner/, "
+                    "http://host:port/, ssh://git@host/owner/ or git@host:owner/"
+                )
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Tells the redaction layer every secret these settings hold, so that no log line,
+        job record or transcript of this process shows one."""
+        for secret in self._secret_values():
+            register_secret(secret)
+
+    def _secret_values(self) -> list[str]:
+        secrets: list[SecretStr | None] = [self.github_token, self.gitlab_token]
+        secrets += [forge.token for forge in self.forges.values()]
+        values = [secret.get_secret_value() for secret in secrets if secret is not None]
+        # "user:password": the password may show up on its own too
+        flower: SecretStr | None = getattr(self, "flower_basic_auth", None)
+        if flower is not None:
+            values += [flower.get_secret_value(), flower.get_secret_value().partition(":")[2]]
+        if self.redis_url:
+            password = urlsplit(self.redis_url).password
+            values += [password] if password else []
+        return values
 
     @classmethod
     def settings_customise_sources(
