@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     worktree_root: Path | None = None
     profiles_dir: Path | None = None
     claude_bin: str = "claude"
+    agent_user: str = Field(
+        default="auto",
+        description="user the agent runs as: auto (agenticore-agent or nobody when the worker "
+        "is root), none (the worker's own), or a name/uid",
+    )
+    agent_env_allow: list[str] = Field(
+        default_factory=list, description="extra worker env names passed on to agents"
+    )
     max_parallel_jobs: int = Field(default=2, ge=1, le=256)
     job_ttl_seconds: int = Field(default=86400, ge=60)
     job_timeout_seconds: int = Field(default=3600, ge=1)
@@ -128,6 +136,19 @@ class Settings(BaseSettings):
     git_author_email: str = "agenticore@localhost"
     port: int = Field(default=8200, ge=1, le=65535)
     host: str = "127.0.0.1"
+    auth_disabled: bool = Field(
+        default=False, description="no API keys (local use only: loopback addresses)"
+    )
+    api_key_cache_seconds: float = Field(
+        default=60.0, ge=0, le=60, description="how long a verified API key is trusted"
+    )
+    flower_host: str = Field(default="127.0.0.1", description="Flower bind address")
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        description="user:password for Flower",
+        validation_alias=AliasChoices("AGENTICORE_FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH"),
+    )
     api_url: str = "http://127.0.0.1:8200"
     public_url: str | None = Field(default=None, description="base URL used in links to jobs")
     worker_name: str | None = Field(default=None, description="defaults to POD_NAME or hostname")
@@ -198,6 +219,11 @@ class Settings(BaseSettings):
         return self.profiles_dir or self.home / "profiles"
 
     @property
+    def agent_homes_dir(self) -> Path:
+        """Per-job homes the agent owns: its config dir, MCP config, git objects, tmp."""
+        return self.home / "agents"
+
+    @property
     def jobs_dir(self) -> Path:
         return self.home / "jobs"
 
@@ -237,7 +263,7 @@ class Settings(BaseSettings):
                 value if isinstance(value, str) else json.dumps(value)
             )
         # secrets dump as "**********"; a child process needs the real values
-        for name in ("github_token", "gitlab_token"):
+        for name in ("github_token", "gitlab_token", "flower_basic_auth"):
             secret: SecretStr | None = getattr(self, name)
             if secret is not None:
                 env[f"{ENV_PREFIX}{name.upper()}"] = secret.get_secret_value()

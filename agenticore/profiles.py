@@ -3,7 +3,8 @@
 a folder of the same name in ``PROFILES_DIR`` overrides one.
 
 ``materialize`` writes a job's own config dir (used as ``CLAUDE_CONFIG_DIR``) and
-``build_cli_args`` turns a profile plus a job into the agent's argv.
+``build_cli_args`` turns a profile plus a job into the agent's argv (flags only: the task
+goes to the agent on stdin).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Profile(BaseModel):
 class JobConfig(BaseModel):
     """Where ``materialize`` put a job's agent configuration."""
 
+    home: Path  # the agent's HOME, which it owns
     config_dir: Path
     mcp_config: Path | None = None
 
@@ -129,9 +131,16 @@ def build_cli_args(
     resume: bool = False,
     mcp_config: Path | None = None,
 ) -> list[str]:
-    """The ``claude -p`` argv for a job. ``job.session_id`` is resumed or created."""
+    """The ``claude -p`` argv for a job. ``job.session_id`` is resumed or created.
+
+    The task is not in it, whatever it says: with no prompt operand, print mode reads the
+    prompt from stdin (``ClaudeBackend.prompt_input``). As an operand a task starting with
+    ``-`` would be parsed as an option (``--dangerously-skip-permissions`` included), a long
+    one fails with E2BIG, and any shows in ``ps``. Every value here comes from the profile or
+    the job's validated fields and is passed as an option's argument, never as an operand.
+    """
     assert job.session_id is not None, "the runner assigns a session id before building args"
-    argv = [claude_bin, "-p", job.task, "--output-format", "stream-json", "--verbose"]
+    argv = [claude_bin, "-p", "--output-format", "stream-json", "--verbose"]
     model = job.model or profile.model
     if model:
         argv += ["--model", model]
@@ -155,20 +164,26 @@ def build_cli_args(
     return argv
 
 
-def materialize(settings: Settings, profile: Profile, job: Job) -> JobConfig:
-    """Writes ``HOME/jobs/<id>/.claude/{settings.json,CLAUDE.md}`` and ``.mcp.json``."""
-    job_dir = settings.jobs_dir / job.id
-    config_dir = job_dir / ".claude"
+def materialize(
+    settings: Settings, profile: Profile, job: Job, *, link_login: bool = True
+) -> JobConfig:
+    """Writes the agent's home ``HOME/agents/<id>/``: ``.claude/{settings.json,CLAUDE.md}``
+    (its ``CLAUDE_CONFIG_DIR``), ``.mcp.json`` and ``tmp/``. The agent owns this folder, so
+    nothing of the worker's goes in it but the agent's own login: linked to the worker
+    user's, or copied (``link_login=False``) for an agent under another uid."""
+    home = settings.agent_homes_dir / job.id
+    config_dir = home / ".claude"
     config_dir.mkdir(parents=True, exist_ok=True)
+    (home / "tmp").mkdir(exist_ok=True)
     (config_dir / "settings.json").write_text(json.dumps(_settings_json(profile), indent=2))
     if profile.claude_md is not None:
         shutil.copyfile(profile.claude_md, config_dir / "CLAUDE.md")
     mcp_config = None
     if profile.mcp_file is not None:
-        mcp_config = job_dir / ".mcp.json"
+        mcp_config = home / ".mcp.json"
         mcp_config.write_text(json.dumps(_mcp_json(profile.mcp_file), indent=2))
-    _link_credentials(config_dir)
-    return JobConfig(config_dir=config_dir, mcp_config=mcp_config)
+    _carry_login(config_dir, link=link_login)
+    return JobConfig(home=home, config_dir=config_dir, mcp_config=mcp_config)
 
 
 def carry_session(settings: Settings, session_id: str, config_dir: Path, cwd: Path) -> bool:
@@ -184,7 +199,7 @@ def carry_session(settings: Settings, session_id: str, config_dir: Path, cwd: Pa
     if target.exists():
         return True
     pattern = f"*/.claude/projects/*/{session_id}.jsonl"
-    found = sorted(settings.jobs_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
+    found = sorted(settings.agent_homes_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
     if not found:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,12 +242,17 @@ def _mcp_json(path: Path) -> dict[str, Any]:
     return data if "mcpServers" in data else {"mcpServers": data}
 
 
-def _link_credentials(config_dir: Path) -> None:
+def _carry_login(config_dir: Path, *, link: bool) -> None:
     # a per-job CLAUDE_CONFIG_DIR hides the user's login; API keys in env need no link
     credentials = Path("~/.claude/.credentials.json").expanduser()
-    link = config_dir / ".credentials.json"
-    if credentials.is_file() and not link.exists():
-        link.symlink_to(credentials)
+    target = config_dir / ".credentials.json"
+    if not credentials.is_file() or target.exists():
+        return
+    if link:
+        target.symlink_to(credentials)
+    else:
+        shutil.copyfile(credentials, target)
+        target.chmod(0o600)
 
 
 def _roots(settings: Settings) -> list[Path]:

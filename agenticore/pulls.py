@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from agenticore.config import Settings
@@ -68,7 +67,7 @@ class PullRequestStep:
         job = self.store.update(job_id, pr_status=PrStatus.PENDING, pr_due_at=utcnow(),
                                 pr_attempts=job.pr_attempts + 1)  # fmt: skip
         try:
-            return self._open(job, self._worktree(job))
+            return self._open(job)
         except (ForgeError, RepoError) as exc:
             return self._failed(job, exc)
         except Exception as exc:  # a bug or an odd repo state must still settle the step
@@ -76,14 +75,16 @@ class PullRequestStep:
             error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
             return self._settle(job, PrStatus.FAILED, error=error)
 
-    def _open(self, job: Job, worktree: Path) -> Job:
+    def _open(self, job: Job) -> Job:
         assert job.repo_url is not None and job.branch is not None
         forge = resolve_forge(self.settings, job.repo_url)
-        self.repos.commit_all(worktree, commit_message(job))
+        workspace = self.repos.existing_workspace(job)
+        if workspace is not None:  # else the branch in the cache already holds the work
+            self.repos.commit_all(workspace, commit_message(job))
         base = job.base_sha or f"refs/remotes/origin/{job.base_ref}"
-        if self.repos.commits_since(worktree, base) == 0:
+        if self.repos.commits_since(job.repo_url, job.branch, base) == 0:
             return self._settle(job, PrStatus.NO_CHANGES)
-        sha = self.repos.push(job.repo_url, worktree, job.branch)
+        sha = self.repos.push(job.repo_url, job.branch)
         proposal = self._proposal(job)
         provider = provider_for(self.settings, forge)
         try:
@@ -94,13 +95,6 @@ class PullRequestStep:
         log.info("job %s: pull request %s", job.id, pull.url)
         return self._settle(job, PrStatus.OPENED, pull=pull, commit_sha=sha,
                             error="; ".join(warnings) or None)  # fmt: skip
-
-    def _worktree(self, job: Job) -> Path:
-        """The run's worktree; if the run did not keep it (nobody foresaw a PR step), a new
-        one on the job branch, which the cache kept with the agent's commits."""
-        if job.worktree_path and (Path(job.worktree_path) / ".git").exists():
-            return Path(job.worktree_path)
-        return self.repos.create_workspace(job).path
 
     def _proposal(self, job: Job) -> Proposal:
         profile = self._profile(job)
@@ -161,7 +155,7 @@ class PullRequestStep:
             fields |= {"pr_url": pull.url, "pr_number": pull.number}
         job = self.store.update(job.id, pr_status=status, pr_error=error, pr_due_at=None,
                                 **fields)  # fmt: skip
-        if job.worktree_path and not job.keep_worktree:
+        if not job.keep_worktree:
             try:
                 self.repos.remove_workspace(job)
             except RepoError as exc:

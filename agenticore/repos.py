@@ -1,28 +1,45 @@
 """The shared repo cache and per-job worktrees.
 
     REPOS_ROOT/<sha256(url)[:12]>/repo       bare repo, cloned once, fetched per job
-    WORKTREE_ROOT/<job_id>                   the job's worktree on agenticore/<short id>
+    WORKTREE_ROOT/<job_id>                   the job's worktree, HEAD detached at its branch
+    AGENT_HOMES/<job_id>/git-objects         where the agent's own commits land
 
 Clone, fetch and worktree changes of one repo are serialized by a lock named after the
 repo (Redis lock across hosts, flock on one host), so N concurrent first jobs clone once.
+
+The worktree is the agent's, so the worker treats it as data. Its git commands never read
+anything the agent could have written: they name the cache as ``--git-dir`` (never the
+worktree's ``.git``, which is checked to still point into the cache), use a private index,
+and run with hooks, fsmonitor and credential helpers switched off. The agent reads the
+cache through git alternates and writes its commits to its own object folder; the worker
+adopts them (objects re-hashed by ``index-pack``) onto the job branch
+``agenticore/<short id>``, which lives only in the cache. The authenticated push runs in
+the cache, so it never executes anything the agent wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import git
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
+from agenticore.files import atomic_write
 from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
-from agenticore.models import Job
+from agenticore.models import GIT_REF, Job
 from agenticore.redaction import has_credentials, redact_text, redact_url
 
 __all__ = ["RepoCache", "Workspace", "repo_key", "validate_repo_url"]
@@ -32,6 +49,18 @@ log = logging.getLogger(__name__)
 # never prompt for credentials: a job must fail, not hang on a tty that isn't there
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
 _REMOTE_COMMANDS = frozenset({"fetch", "remote", "clone", "ls-remote", "push"})
+# every git command the worker runs: nothing configured anywhere may make it execute code
+_HARDENED = (
+    "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
+    "-c", "core.askPass=", "-c", "protocol.ext.allow=never", "-c", "commit.gpgSign=false",
+    "-c", "core.untrackedCache=false", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
+)  # fmt: skip
+# commands over the worktree's files also skip user-level config (agent-writable when the
+# agent shares the worker's uid)
+_DATA_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+_OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_ABBREV_ID = re.compile(r"^[0-9a-f]{7,64}$")
+_HEAD_MAX_BYTES = 512
 
 
 def repo_key(url: str) -> str:
@@ -76,6 +105,8 @@ class Workspace:
     branch: str | None = None
     base_ref: str | None = None
     base_sha: str | None = None
+    repo_dir: Path | None = None  # the cache, for jobs with a repo
+    objects: Path | None = None  # the agent's own object folder
 
 
 class RepoCache:
@@ -101,32 +132,74 @@ class RepoCache:
         if job.repo_url is None:
             path.mkdir(parents=True, exist_ok=True)
             return Workspace(path=path)
-        branch = f"agenticore/{job.short_id}"
         with self._lock(job.repo_url):
-            repo_dir = self.repo_dir(job.repo_url)
             base_ref, base_sha = self._resolve_base(job.repo_url, job.base_ref)
+            workspace = self._workspace(job, base_ref, base_sha)
+            repo_dir = self.repo_dir(job.repo_url)
             if (path / ".git").exists():
                 # a redelivered attempt continues in the worktree its predecessor left
-                return Workspace(path=path, branch=branch, base_ref=base_ref, base_sha=base_sha)
+                self._sync_agent_head(workspace)
+                return workspace
             shutil.rmtree(path, ignore_errors=True)
             self._git(job.repo_url, repo_dir, "worktree", "prune")
-            if self._has_branch(repo_dir, branch):
-                self._git(job.repo_url, repo_dir, "worktree", "add", str(path), branch)
-            else:
-                self._git(
-                    job.repo_url, repo_dir, "worktree", "add", "-b", branch, str(path), base_sha
-                )
-        return Workspace(path=path, branch=branch, base_ref=base_ref, base_sha=base_sha)
+            if self._head_of(workspace) is None:
+                self._git(job.repo_url, repo_dir, "branch", workspace.branch or "", base_sha)
+            # detached: the agent's commits move only its own HEAD; the branch is ours
+            self._git(
+                job.repo_url, repo_dir, "worktree", "add", "--detach", str(path),
+                f"refs/heads/{workspace.branch}",
+            )  # fmt: skip
+        assert workspace.objects is not None
+        workspace.objects.mkdir(parents=True, exist_ok=True)
+        self._check_gitfile(workspace)
+        return workspace
+
+    def existing_workspace(self, job: Job) -> Workspace | None:
+        """The run's worktree, if it is still there."""
+        if job.repo_url is None or job.branch is None:
+            return None
+        workspace = self._workspace(job, job.base_ref, job.base_sha)
+        return workspace if (workspace.path / ".git").exists() else None
+
+    def agent_writable(self, workspace: Workspace) -> list[Path]:
+        """What the agent must own: its worktree and the worktree's admin folder."""
+        admin = self._admin_dir(workspace)
+        return [workspace.path] + ([admin] if admin is not None else [])
+
+    def agent_git_env(self, workspace: Workspace) -> dict[str, str]:
+        """Environment that lets the agent use git in its worktree without writing the cache:
+        new objects go to its own folder, the cache's objects are read as alternates."""
+        if workspace.repo_dir is None or workspace.objects is None:
+            return {}
+        return {
+            "GIT_OBJECT_DIRECTORY": str(workspace.objects),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(workspace.repo_dir / "objects"),
+            # the worktree belongs to the agent's uid, the cache to the worker's
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "safe.directory",
+            "GIT_CONFIG_VALUE_0": "*",
+            "GIT_CONFIG_KEY_1": "gc.auto",
+            "GIT_CONFIG_VALUE_1": "0",
+        }
 
     def remove_workspace(self, job: Job) -> None:
+        """Deletes the worktree, after adopting any commits the agent made in it."""
         path = self.settings.worktrees_dir / job.id
         if job.repo_url is not None and self.repo_dir(job.repo_url).is_dir():
+            workspace = self._workspace(job, job.base_ref, job.base_sha)
             with self._lock(job.repo_url):
-                repo_dir = self.repo_dir(job.repo_url)
-                if path.exists():
-                    self._git(job.repo_url, repo_dir, "worktree", "remove", "--force", str(path))
-                self._git(job.repo_url, repo_dir, "worktree", "prune")
+                if job.branch is not None and self._head_of(workspace) is not None:
+                    try:
+                        self._adopt(workspace)
+                    except RepoError as exc:
+                        log.warning("job %s: agent commits not adopted: %s", job.id, exc)
+                shutil.rmtree(path, ignore_errors=True)
+                admin = self._admin_dir(workspace)
+                if admin is not None:
+                    shutil.rmtree(admin, ignore_errors=True)
+                self._git(job.repo_url, self.repo_dir(job.repo_url), "worktree", "prune")
         shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self._objects_dir(job.id), ignore_errors=True)
 
     def changes(self, workspace: Workspace) -> tuple[list[str], str | None]:
         """Files the agent left changed, and the branch head if the agent committed."""
@@ -134,48 +207,218 @@ class RepoCache:
             return sorted(
                 str(p.relative_to(workspace.path)) for p in workspace.path.rglob("*") if p.is_file()
             ), None
-        repo = git.Repo(workspace.path)
-        dirty = [line[3:] for line in repo.git.status("--porcelain", "-uall").splitlines()]
-        head = repo.head.commit.hexsha
-        return sorted(dirty), (head if head != workspace.base_sha else None)
+        head = self._adopt(workspace)
+        with self._snapshot(workspace, head) as (_, changed):
+            return changed, (head if head != workspace.base_sha else None)
 
     def salvage(self, workspace: Workspace, job_id: str, reason: str) -> str | None:
         """Commits whatever the agent left as work in progress; returns the commit, if any."""
         if workspace.branch is None:
             return None
         message = f"WIP: salvaged by Agenticore ({reason})\n\nAgenticore-Job: {job_id}"
-        return self.commit_all(workspace.path, message)
+        return self.commit_all(workspace, message)
 
-    def commit_all(self, path: Path, message: str) -> str | None:
-        """Commits every change in the worktree at ``path`` as Agenticore; returns the new
-        commit, or None when there was nothing to commit."""
-        repo = git.Repo(path)
-        repo.git.add("-A")
-        if not repo.index.diff("HEAD"):
-            return None
-        name, email = self.settings.git_author_name, self.settings.git_author_email
-        identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                    for what, value in (("NAME", name), ("EMAIL", email))}  # fmt: skip
-        with repo.git.custom_environment(**_GIT_ENV, **identity):
-            repo.git.commit("--no-verify", "-q", "-m", message)
-        return repo.head.commit.hexsha
+    def commit_all(self, workspace: Workspace, message: str) -> str | None:
+        """Commits the agent's commits and every change left in its worktree onto the job
+        branch, as Agenticore; returns the new commit, or None when nothing was left over."""
+        head = self._adopt(workspace)
+        with self._snapshot(workspace, head) as (tree, changed):
+            if not changed:
+                return None
+            name, email = self.settings.git_author_name, self.settings.git_author_email
+            identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                        for what, value in (("NAME", name), ("EMAIL", email))}  # fmt: skip
+            commit = self._data_git(workspace, "commit-tree", tree, "-p", head, "-m", message,
+                                    env=identity)  # fmt: skip
+        self._data_git(workspace, "update-ref", f"refs/heads/{workspace.branch}", commit, head)
+        return commit
 
-    def commits_since(self, path: Path, base_sha: str) -> int:
-        """How many commits the worktree's HEAD has that ``base_sha`` does not."""
-        return int(git.Repo(path).git.rev_list("--count", f"{base_sha}..HEAD"))
+    def commits_since(self, url: str, branch: str, base: str) -> int:
+        """How many commits the job branch has that ``base`` does not."""
+        out = self._git(url, self.repo_dir(url), "rev-list", "--count",
+                        f"{base}..refs/heads/{branch}")  # fmt: skip
+        return int(out)
 
-    def push(self, url: str, path: Path, branch: str) -> str:
-        """Pushes ``branch`` from the worktree at ``path`` to the repo's remote; returns the
-        pushed commit. Credentials reach git only through this command's environment."""
+    def push(self, url: str, branch: str) -> str:
+        """Pushes the job branch from the cache to the repo's remote; returns the pushed
+        commit. Credentials reach git only through this command's environment."""
         ref = f"refs/heads/{branch}"
-        self._git(url, path, "push", "--quiet", "origin", f"{ref}:{ref}")
-        return git.Repo(path).head.commit.hexsha
+        self._git(url, self.repo_dir(url), "push", "--quiet", "origin", f"{ref}:{ref}")
+        return self._git(url, self.repo_dir(url), "rev-parse", "--verify", ref)
 
     # -- internals ---------------------------------------------------------------------
 
     def _lock(self, url: str):  # type: ignore[no-untyped-def]
         hold = self.settings.clone_timeout_seconds + 60
         return exclusive(self.settings, f"repo:{repo_key(url)}", hold=hold, wait=hold)
+
+    def _workspace(self, job: Job, base_ref: str | None, base_sha: str | None) -> Workspace:
+        assert job.repo_url is not None
+        return Workspace(
+            path=self.settings.worktrees_dir / job.id,
+            branch=f"agenticore/{job.short_id}",
+            base_ref=base_ref,
+            base_sha=base_sha,
+            repo_dir=self.repo_dir(job.repo_url),
+            objects=self._objects_dir(job.id),
+        )
+
+    def _objects_dir(self, job_id: str) -> Path:
+        return self.settings.agent_homes_dir / job_id / "git-objects"
+
+    @staticmethod
+    def _admin_dir(workspace: Workspace) -> Path | None:
+        # git names a worktree's admin folder after the worktree's folder (the job id)
+        if workspace.repo_dir is None:
+            return None
+        return workspace.repo_dir / "worktrees" / workspace.path.name
+
+    def _check_gitfile(self, workspace: Workspace) -> None:
+        """The worktree's ``.git`` must still be the file git wrote, pointing into the cache:
+        an agent that replaced it gets its run refused, not its repository trusted."""
+        dotgit = workspace.path / ".git"
+        expected = f"gitdir: {self._admin_dir(workspace)}"
+        try:
+            fd = os.open(dotgit, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as handle:
+                if not os.path.isfile(f"/proc/self/fd/{handle.fileno()}"):
+                    raise OSError("not a regular file")
+                content = handle.read(4096).decode("utf-8", "replace").strip()
+        except OSError:
+            content = None
+        if content != expected:
+            raise RepoError(
+                f"worktree_tampered: {dotgit} no longer points into the repo cache",
+                repo=str(workspace.repo_dir),
+            )
+
+    def _head_of(self, workspace: Workspace) -> str | None:
+        """The job branch's commit in the cache, or None if the branch does not exist."""
+        try:
+            return self._data_git(
+                workspace, "rev-parse", "--verify", "--quiet", f"refs/heads/{workspace.branch}"
+            )
+        except RepoError:
+            return None
+
+    def _agent_head(self, workspace: Workspace) -> str | None:
+        """The commit the agent's worktree HEAD names (data the agent wrote: checked)."""
+        admin = self._admin_dir(workspace)
+        if admin is None:
+            return None
+        try:
+            fd = os.open(admin / "HEAD", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as handle:
+                text = handle.read(_HEAD_MAX_BYTES).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        if _OBJECT_ID.match(text):
+            return text
+        ref = text.removeprefix("ref: ")
+        if ref != text and ref.startswith("refs/heads/") and GIT_REF.match(ref):
+            # an agent that shares the worker's uid could make a branch in the cache
+            try:
+                return self._data_git(workspace, "rev-parse", "--verify", "--quiet",
+                                      f"{ref}^{{commit}}", alternates=True)  # fmt: skip
+            except RepoError:
+                return None
+        return None
+
+    def _adopt(self, workspace: Workspace) -> str:
+        """Moves the job branch to the agent's HEAD, copying the agent's new objects into the
+        cache (``index-pack`` re-hashes them, so a forged object cannot slip in). Returns
+        the branch head."""
+        head = self._head_of(workspace)
+        if head is None:
+            raise RepoError(f"job branch {workspace.branch} is missing from the cache",
+                            repo=str(workspace.repo_dir))  # fmt: skip
+        self._check_gitfile(workspace)
+        agent = self._agent_head(workspace)
+        if agent is None or agent == head:
+            return head
+        try:
+            self._data_git(workspace, "cat-file", "-e", f"{agent}^{{commit}}", alternates=True)
+        except RepoError:
+            log.warning("%s: the agent's HEAD %s is not a commit; ignored", workspace.path, agent)
+            return head
+        if self._contains(workspace, head, agent):
+            return head  # adopted earlier, with our own commits (salvage, leftovers) on top
+        with tempfile.TemporaryDirectory(prefix="agenticore-adopt-") as tmp:
+            revs, pack = Path(tmp) / "revs", Path(tmp) / "pack"
+            revs.write_text(f"{agent}\n^{head}\n")
+            with revs.open("rb") as stdin, pack.open("wb") as stdout:
+                self._data_git(workspace, "pack-objects", "--revs", "--stdout", "--quiet",
+                               alternates=True, stdin=stdin, stdout=stdout)  # fmt: skip
+            with pack.open("rb") as stdin:
+                self._data_git(workspace, "index-pack", "--stdin", "--fix-thin", stdin=stdin)
+        self._data_git(workspace, "update-ref", f"refs/heads/{workspace.branch}", agent, head)
+        return agent
+
+    def _contains(self, workspace: Workspace, head: str, commit: str) -> bool:
+        try:
+            self._data_git(workspace, "merge-base", "--is-ancestor", commit, head,
+                           alternates=True)  # fmt: skip
+        except RepoError:
+            return False
+        return True
+
+    def _sync_agent_head(self, workspace: Workspace) -> None:
+        """Points a reused worktree's HEAD and index at the job branch, which may have moved
+        past the agent's last commit (salvage), so the next attempt builds on all of it."""
+        head = self._adopt(workspace)
+        admin = self._admin_dir(workspace)
+        assert admin is not None
+        # index.lock is created exclusively and renamed over: no agent symlink is followed
+        self._data_git(workspace, "read-tree", head, env={"GIT_INDEX_FILE": str(admin / "index")})
+        # written as a file: git run on the admin folder would read its (agent-written) config
+        atomic_write(admin / "HEAD", f"{head}\n", durable=False)
+
+    @contextmanager
+    def _snapshot(self, workspace: Workspace, head: str) -> Iterator[tuple[str, list[str]]]:
+        """The worktree's files as a tree on top of ``head``, built in a private index, and
+        the paths that differ from ``head``."""
+        with tempfile.TemporaryDirectory(prefix="agenticore-index-") as tmp:
+            index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self._data_git(workspace, "read-tree", head, env=index)
+            self._data_git(workspace, "add", "-A", env=index, work_tree=True)
+            names = self._data_git(workspace, "diff-index", "--cached", "--name-only", "-z",
+                                   head, env=index)  # fmt: skip
+            tree = self._data_git(workspace, "write-tree", env=index)
+            yield tree, sorted(name for name in names.split("\0") if name)
+
+    def _data_git(
+        self,
+        workspace: Workspace,
+        *args: str,
+        env: dict[str, str] | None = None,
+        alternates: bool = False,
+        work_tree: bool = False,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+    ) -> str:
+        """A local git command on the cache; ``work_tree``: with the worktree's files as its
+        work tree (never its ``.git``); ``alternates``: seeing the agent's objects too."""
+        assert workspace.repo_dir is not None and workspace.objects is not None
+        extra = dict(_DATA_ENV) | (env or {})
+        if alternates:
+            extra["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(workspace.objects)
+        where = [f"--git-dir={workspace.repo_dir}"]
+        if work_tree:
+            where.append(f"--work-tree={workspace.path}")
+        cwd = workspace.path if work_tree else workspace.repo_dir
+        try:
+            out = git.Git(cwd).execute(
+                ["git", *_HARDENED, *where, *args],
+                env=_GIT_ENV | extra,
+                istream=stdin,
+                output_stream=stdout,
+                kill_after_timeout=self.settings.clone_timeout_seconds,
+            )
+        except git.GitCommandError as exc:
+            detail = redact_text(str(exc.stderr or exc).strip())
+            raise RepoError(f"git {args[0]} failed in {workspace.path}: {detail}",
+                            repo=str(workspace.repo_dir)) from None  # fmt: skip
+        return out.strip() if isinstance(out, str) else ""
 
     def _clone(self, url: str, source: str) -> None:
         final = self.repo_dir(url)
@@ -196,39 +439,47 @@ class RepoCache:
         log.info("cloned %s into %s", redact_url(url), final)
 
     def _resolve_base(self, url: str, base_ref: str | None) -> tuple[str, str]:
-        repo = git.Repo(self.repo_dir(url))
+        """A remote branch, a tag, or a commit that one of them contains: never a job branch
+        of this cache, which may hold another job's unpushed work."""
         name = base_ref or self._default_branch(url)
-        for candidate in (f"refs/remotes/origin/{name}", f"refs/tags/{name}", name):
-            try:
-                return name, repo.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}")
-            except git.GitCommandError:
-                continue
+        for candidate in (f"refs/remotes/origin/{name}", f"refs/tags/{name}"):
+            sha = self._rev(url, f"{candidate}^{{commit}}")
+            if sha is not None:
+                return name, sha
+        sha = (
+            self._rev(url, f"{name}^{{commit}}") if re.fullmatch(r"[0-9a-f]{7,64}", name) else None
+        )
+        if sha is not None and self._published(url, sha):
+            return name, sha
         raise RepoError(f"base_ref {name!r} not found in {redact_url(url)}", repo=redact_url(url))
 
-    def _default_branch(self, url: str) -> str:
-        repo = git.Repo(self.repo_dir(url))
+    def _rev(self, url: str, spec: str) -> str | None:
         try:
-            ref: str = repo.git.symbolic_ref("--short", "refs/remotes/origin/HEAD")
-        except git.GitCommandError:
+            return self._git(url, self.repo_dir(url), "rev-parse", "--verify", "--quiet", spec)
+        except RepoError:
+            return None
+
+    def _published(self, url: str, sha: str) -> bool:
+        refs = self._git(url, self.repo_dir(url), "for-each-ref", "--count=1", f"--contains={sha}",
+                         "--format=%(refname)", "refs/remotes/origin", "refs/tags")  # fmt: skip
+        return bool(refs)
+
+    def _default_branch(self, url: str) -> str:
+        try:
+            ref = self._git(url, self.repo_dir(url), "symbolic-ref", "--short",
+                            "refs/remotes/origin/HEAD")  # fmt: skip
+        except RepoError:
             raise RepoError(
                 f"{redact_url(url)} has no default branch (empty repository?)", repo=redact_url(url)
             ) from None
         return ref.removeprefix("origin/")
-
-    @staticmethod
-    def _has_branch(repo_dir: Path, branch: str) -> bool:
-        try:
-            git.Repo(repo_dir).git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
-        except git.GitCommandError:
-            return False
-        return True
 
     def _git(self, url: str, cwd: Path, *args: str) -> str:
         remote = args[0] in _REMOTE_COMMANDS
         env = _GIT_ENV | git_auth_env(self.settings, url) if remote else _GIT_ENV
         try:
             out: str = git.Git(cwd).execute(
-                ["git", *args],
+                ["git", *_HARDENED, *args],
                 env=env,
                 kill_after_timeout=self.settings.clone_timeout_seconds,
             )
@@ -239,4 +490,4 @@ class RepoCache:
                 repo=redact_url(url),
                 transient=remote,
             ) from None
-        return out
+        return out.strip()

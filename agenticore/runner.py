@@ -28,6 +28,7 @@ from agenticore.permits import Limit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
+from agenticore.sandbox import hand_over, resolve_identity, sandboxed
 from agenticore.supervisor import (
     ProcessSpec,
     Terminated,
@@ -159,21 +160,26 @@ class JobRunner:
             max_attempts=budget.max_attempts,
             transcript_path=str(transcript),
         )
-        config = materialize(self.settings, profile, job)
+        agent = resolve_identity(self.settings)
+        config = materialize(self.settings, profile, job, link_login=not agent.isolated)
         if resume and not carry_session(
             self.settings, session_id, config.config_dir, workspace.path
         ):
             log.info("job %s: session %s not found locally; the agent decides", job.id, session_id)
+        hand_over([config.home, *self.repos.agent_writable(workspace)], agent)
+        argv = backend.command(self.settings, profile, job, config, resume=resume)
+        env = backend.environment(dict(os.environ), profile, config)
         spec = ProcessSpec(
-            argv=backend.command(self.settings, profile, job, config, resume=resume),
+            argv=sandboxed(argv, agent),
             cwd=workspace.path,
-            env=backend.environment(dict(os.environ), profile, config),
+            env=self._agent_env(env, workspace),
             transcript=transcript,
             stderr=job_dir / "stderr.log",
             timeout=budget.wall_seconds,
             grace=self.settings.kill_grace_seconds,
             stall_seconds=self.settings.stall_seconds,
             max_rss_mb=self.settings.max_agent_rss_mb,
+            stdin=backend.prompt_input(job),
         )
         stream = backend.new_stream()
         model = job.model or profile.model
@@ -265,6 +271,12 @@ class JobRunner:
             job = self.store.update(job_id, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job
+
+    def _agent_env(self, env: dict[str, str], workspace: Workspace) -> dict[str, str]:
+        """The backend's allow-listed environment, plus what the operator lets through
+        (``AGENT_ENV_ALLOW``) and what git in the worktree needs."""
+        passed = {k: os.environ[k] for k in self.settings.agent_env_allow if k in os.environ}
+        return env | passed | self.repos.agent_git_env(workspace)
 
     def _limits(self, job: Job, worker: str) -> list[Limit]:
         settings = self.settings

@@ -1,4 +1,5 @@
-"""Claude Code, driven headless: ``claude -p <task> --output-format stream-json --verbose``.
+"""Claude Code, driven headless: ``claude -p --output-format stream-json --verbose``, the task
+on stdin (print mode reads its prompt there until EOF when no prompt operand is given).
 
 The stream is one JSON object per line: ``system/init`` first, then ``assistant``/``user``
 messages, and a final ``result`` event with cost, usage and turns. SIGTERM makes the CLI
@@ -16,16 +17,16 @@ from agenticore.config import Settings
 from agenticore.models import Job, JobStatus
 from agenticore.profiles import JobConfig, Profile, build_cli_args
 from agenticore.redaction import redact_text
+from agenticore.sandbox import agent_environment
 from agenticore.supervisor import SIGTERM_EXIT, ProcessResult
 
 __all__ = ["ClaudeBackend", "ClaudeStream"]
 
-# the CLI refuses to start inside another Claude Code session; our own config is not its
-# business; forge tokens are for the PR step (a profile's env may still hand one over)
-_STRIPPED_ENV_PREFIXES = (
-    "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "AGENTICORE_", "GITHUB_TOKEN", "GITLAB_TOKEN",
-    "GH_TOKEN",
-)  # fmt: skip
+# what the CLI needs to reach its model; nothing else of the worker's environment passes
+_CREDENTIAL_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLOUD_ML_", "VERTEX_REGION_")
+_CREDENTIAL_NAMES = frozenset({"DISABLE_TELEMETRY", "DISABLE_AUTOUPDATER", "MAX_THINKING_TOKENS"})
+# the CLI refuses to start inside another Claude Code session
+_NOT_OURS = frozenset({"CLAUDE_CODE_ENTRYPOINT", "CLAUDECODE"})
 
 
 class ClaudeStream:
@@ -60,6 +61,7 @@ class ClaudeBackend:
     def command(
         self, settings: Settings, profile: Profile, job: Job, config: JobConfig, *, resume: bool
     ) -> list[str]:
+        """The argv holds flags only: the task travels on stdin (``prompt_input``)."""
         return build_cli_args(
             profile,
             job,
@@ -68,11 +70,20 @@ class ClaudeBackend:
             mcp_config=config.mcp_config,
         )
 
+    def prompt_input(self, job: Job) -> bytes:
+        # as an operand, a task starting with '-' would be an option, a long one E2BIG
+        return job.task.encode("utf-8")
+
     def environment(
         self, base: dict[str, str], profile: Profile, config: JobConfig
     ) -> dict[str, str]:
-        env = {k: v for k, v in base.items() if not k.startswith(_STRIPPED_ENV_PREFIXES)}
-        env.update(profile.env)
+        env = agent_environment(
+            base,
+            home=config.home,
+            allow=lambda name: name in _CREDENTIAL_NAMES
+            or (name.startswith(_CREDENTIAL_PREFIXES) and name not in _NOT_OURS),
+            extra=profile.env,
+        )
         env["CLAUDE_CONFIG_DIR"] = str(config.config_dir)
         return env
 

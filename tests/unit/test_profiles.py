@@ -72,15 +72,8 @@ def test_given_a_profile_and_a_job_then_the_argv_carries_every_setting(
 
     argv = build_cli_args(load_profile(settings, "strict"), job, claude_bin="/bin/claude")
 
-    assert argv[:6] == [
-        "/bin/claude",
-        "-p",
-        "Fix it",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-    ]
-    pairs = dict(zip(argv[6::2], argv[7::2], strict=False))
+    assert argv[:5] == ["/bin/claude", "-p", "--output-format", "stream-json", "--verbose"]
+    pairs = dict(zip(argv[5::2], argv[6::2], strict=True))
     assert pairs == {
         "--model": "opus",
         "--session-id": "0d6f1c1e-8d7a-4a53-9d0c-2f1b1e0e6a7b",
@@ -90,6 +83,56 @@ def test_given_a_profile_and_a_job_then_the_argv_carries_every_setting(
         "--disallowedTools": "Write",
         "--append-system-prompt": "Be brief.",
     }
+
+
+# option names whose next argument is their value; every other argument is a flag
+VALUE_OPTIONS = {
+    "--output-format", "--model", "--session-id", "--resume", "--max-turns", "--max-budget-usd",
+    "--permission-mode", "--allowedTools", "--disallowedTools", "--append-system-prompt",
+    "--mcp-config",
+}  # fmt: skip
+FLAGS = {"-p", "--verbose"}
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "Fix it",
+        "--dangerously-skip-permissions",
+        "- fix the typo",
+        "-p",
+        "--",
+        "opus",
+        "--model=opus --permission-mode bypassPermissions",
+        "日本" * 30_000,
+    ],
+)
+def test_given_any_task_then_the_argv_holds_no_task_and_no_operand(
+    settings: Settings, task: str
+) -> None:
+    # given: a profile with every option, and the same job with a plain task
+    write_profile(
+        settings,
+        "full",
+        "model: opus\nmax_turns: 5\npermission_mode: plan\nallowed_tools: [Read]\n"
+        "disallowed_tools: [Write]\nappend_system_prompt: Be brief.\n",
+    )
+    profile = load_profile(settings, "full")
+    session = {"session_id": "0d6f1c1e-8d7a-4a53-9d0c-2f1b1e0e6a7b"}
+    job = Job.from_spec(JobSpec(task=task, profile="full")).model_copy(update=session)
+    plain = Job.from_spec(JobSpec(task="plain", profile="full")).model_copy(update=session)
+
+    # when
+    argv = build_cli_args(profile, job, mcp_config=Path("/jobs/x/.mcp.json"))
+
+    # then: the argv does not depend on the task at all (so holds none of it) ...
+    assert argv == build_cli_args(profile, plain, mcp_config=Path("/jobs/x/.mcp.json"))
+    # ... and after the binary there are only options and their values: no operand
+    rest = iter(argv[1:])
+    for arg in rest:
+        assert arg in FLAGS or arg in VALUE_OPTIONS, f"unexpected operand {arg!r} in {argv}"
+        if arg in VALUE_OPTIONS:
+            next(rest)
 
 
 def test_given_a_job_model_and_a_session_to_resume_then_they_override(settings: Settings) -> None:
@@ -120,7 +163,7 @@ def test_given_a_full_profile_when_materialized_then_the_job_config_dir_holds_it
 
     config = materialize(settings, load_profile(settings, "full"), job)
 
-    assert config.config_dir == settings.jobs_dir / job.id / ".claude"
+    assert config.config_dir == settings.agent_homes_dir / job.id / ".claude"
     written = json.loads((config.config_dir / "settings.json").read_text())
     assert written == {
         "env": {"FOO": "1"},
@@ -128,7 +171,7 @@ def test_given_a_full_profile_when_materialized_then_the_job_config_dir_holds_it
         "model": "sonnet",
     }
     assert (config.config_dir / "CLAUDE.md").read_text() == "# Rules\n"
-    assert config.mcp_config == settings.jobs_dir / job.id / ".mcp.json"
+    assert config.mcp_config == settings.agent_homes_dir / job.id / ".mcp.json"
     assert json.loads(config.mcp_config.read_text()) == mcp
 
 

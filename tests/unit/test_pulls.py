@@ -378,7 +378,7 @@ def test_pr_title_takes_the_first_prose_line_and_keeps_it_short() -> None:
     assert commit_message(job) == f"Fix it\n\nAgenticore-Job: {job.id}\n"
 
 
-def test_given_a_broken_worktree_when_the_pr_step_runs_then_it_fails_cleanly(
+def test_given_a_worktree_whose_git_file_was_replaced_then_the_pr_step_refuses_it(
     embedded: Settings, forge: FakeForge
 ) -> None:
     ran = run_job(embedded, "Add greeting\n" + CHANGE, repo_url=repo_url(forge), auto_pr=True)
@@ -387,7 +387,7 @@ def test_given_a_broken_worktree_when_the_pr_step_runs_then_it_fails_cleanly(
     done = PullRequestStep(embedded).run(ran.id)
 
     assert done.status is JobStatus.SUCCEEDED
-    assert done.pr_status is PrStatus.FAILED and "internal_error" in (done.pr_error or "")
+    assert done.pr_status is PrStatus.FAILED and "worktree_tampered" in (done.pr_error or "")
     assert forge.requests == []
 
 

@@ -54,7 +54,9 @@ def test_given_a_cached_repo_when_the_remote_moves_then_the_next_job_sees_it(
 
     assert (workspace.path / "NEW.md").exists()
     assert workspace.branch == f"agenticore/{job.short_id}"
-    assert git(workspace.path, "rev-parse", "--abbrev-ref", "HEAD") == workspace.branch
+    head = git(workspace.path, "rev-parse", "HEAD")
+    assert git(workspace.path, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD", "detached"
+    assert git(cache.repo_dir(str(remote)), "rev-parse", f"refs/heads/{workspace.branch}") == head
 
 
 def test_given_two_jobs_on_one_repo_then_each_has_its_own_worktree_and_branch(

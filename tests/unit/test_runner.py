@@ -224,7 +224,7 @@ def test_given_a_session_when_a_job_resumes_it_then_the_agent_continues_it(
     assert second.status is JobStatus.SUCCEEDED, second.error
     assert second.session_id == first.session_id
     sessions = list(
-        (settings.jobs_dir / second.id).glob(f".claude/projects/*/{first.session_id}.jsonl")
+        (settings.agent_homes_dir / second.id).glob(f".claude/projects/*/{first.session_id}.jsonl")
     )
     assert len(sessions) == 1, "the earlier session must be carried into the new config dir"
     conversation = sessions[0].read_text()
@@ -259,7 +259,7 @@ def test_given_the_agent_env_then_claudecode_our_settings_and_forge_tokens_are_s
     assert done.status is JobStatus.SUCCEEDED, done.error
     transcript = Path(done.transcript_path or "").read_text()
     assert "s3cr3t" not in transcript and "GITHUB_TOKEN=<unset>" in transcript
-    assert str(settings.jobs_dir / done.id / ".claude") in transcript
+    assert str(settings.agent_homes_dir / done.id / ".claude") in transcript
 
 
 def _spawned_pid(job: Job) -> int:
@@ -361,3 +361,76 @@ def test_given_a_job_with_its_own_attempt_limit_then_it_beats_the_default(
     done = run(settings, submit(settings, "@fake crash 3", max_attempts=1))
 
     assert done.status is JobStatus.DEAD and done.attempts == 1 and done.max_attempts == 1
+
+
+def _prompt_received(settings: Settings, job: Job) -> str:
+    """The prompt the agent worked on: the first user message of its session transcript
+    (in the job's ``CLAUDE_CONFIG_DIR``, somewhere under ``home``; the session id is new)."""
+    pattern = f"**/.claude/projects/*/{job.session_id}.jsonl"
+    sessions = list(settings.home.glob(pattern))
+    assert len(sessions) == 1, f"no session transcript {pattern}"
+    first = json.loads(sessions[0].read_text(encoding="utf-8").splitlines()[0])
+    assert first["type"] == "user"
+    prompt: str = first["message"]["content"]
+    return prompt
+
+
+def test_given_a_task_that_reads_as_a_cli_flag_then_the_agent_gets_it_as_its_prompt(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    task = "--dangerously-skip-permissions"
+
+    done = run(settings, submit(settings, task))
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert _prompt_received(settings, done) == task
+    init = json.loads(Path(done.transcript_path or "").read_text().splitlines()[0])
+    assert init["permissionMode"] == "acceptEdits", "the profile's mode, not the task's flag"
+
+
+def test_given_a_60k_character_multibyte_task_then_it_reaches_the_agent_whole(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # given: 180 KB of UTF-8, more than one argv string may hold (E2BIG past 128 KiB)
+    settings = make_settings()
+    task = "日本" * 29_990 + "\n@fake result got it"
+    assert len(task) <= 60_000 and len(task.encode()) > 128 * 1024
+
+    done = run(settings, submit(settings, task))
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == "got it"
+    received = _prompt_received(settings, done)
+    assert len(received.encode()) == len(task.encode()) and received == task
+
+
+def test_given_a_running_agent_then_no_process_of_its_group_shows_the_task(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # given: an agent that started a child and waits; its task carries a marker
+    settings = make_settings(kill_grace_seconds=1)
+    store = JobStore(settings)
+    marker = "confidential-" + "x7Qz" * 4
+    job = submit(settings, f"Handle {marker} quietly\n@fake spawn 300\n@fake hang")
+    outcome: list[Job] = []
+    thread = threading.Thread(target=lambda: outcome.append(run(settings, job)))
+    thread.start()
+    try:
+        pid = wait_for(lambda: store.get(job.id).agent_pid, timeout=20, what="agent start")
+        members = wait_for(
+            lambda: group_members(pid) if len(group_members(pid)) >= 2 else None,
+            timeout=20,
+            what="the agent's child",
+        )
+
+        # when: reading what ps shows for each of them
+        cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in members}
+    finally:
+        store.update(job.id, status=JobStatus.CANCELLED)
+        thread.join(timeout=20)
+
+    # then
+    assert b"-p" in cmdlines[pid].split(b"\0"), "the agent itself was inspected"
+    assert all(marker.encode() not in line for line in cmdlines.values()), cmdlines
+    assert outcome and outcome[0].status is JobStatus.CANCELLED

@@ -1,0 +1,232 @@
+"""Where the agent runs: under its own uid, in its own pid namespace, with an allow-listed
+environment, so that nothing it can inspect holds the worker's secrets.
+
+The agent is untrusted code: a repository's files or a task's text can steer it. When the
+worker may switch users (it runs as root, as the shipped image's worker does), every agent
+process runs as ``AGENT_USER`` (``auto``: ``agenticore-agent`` if that user exists, else
+``nobody``) inside ``unshare --pid --mount-proc``: the kernel then refuses it the worker's
+``/proc/<pid>/environ`` and memory (another uid), it cannot even see the worker's processes
+(its own pid namespace), and whatever it leaves running dies with it (the namespace's init
+is killed when the job's process group is). Files the worker keeps to itself (job records,
+the embedded broker, keys) are 0600/0700; the agent owns only its worktree and its home.
+
+Where it cannot apply (a non-root worker, or an agent that could not reach its worktree
+through a private folder such as ``/root``), agents run as the worker's own uid; the worker
+warns once at startup. The environment allow-list and the worker's hardened git commands
+(``repos.py``) hold in both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from agenticore.config import Settings
+from agenticore.errors import AgentError
+
+__all__ = [
+    "AgentIdentity",
+    "agent_environment",
+    "hand_over",
+    "resolve_identity",
+    "sandboxed",
+    "startup_warning",
+]
+
+log = logging.getLogger(__name__)
+
+PREFERRED_USERS = ("agenticore-agent", "nobody")
+# what any program needs to run sensibly; nothing here identifies or authenticates anyone
+_BASE_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR"})
+_BASE_PREFIXES = ("LC_", "OTEL_")
+# an agent needs its provider's proxy as much as its key
+_PROXY_NAMES = frozenset(
+    {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+)
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """Who the agent runs as. ``isolated`` is False when it shares the worker's uid."""
+
+    uid: int
+    gid: int
+    name: str
+    isolated: bool
+    reason: str = ""  # why not isolated
+
+
+def resolve_identity(settings: Settings) -> AgentIdentity:
+    """The agent's identity for these settings (see the module docstring).
+
+    An explicitly named ``AGENT_USER`` that cannot be used is an error; ``auto`` falls back
+    to the worker's uid and says why in ``reason``.
+    """
+    return _resolve(
+        settings.agent_user,
+        tuple(_agent_paths(settings)),
+        settings.claude_bin,
+    )
+
+
+@lru_cache(maxsize=8)
+def _resolve(wanted: str, paths: tuple[Path, ...], agent_bin: str) -> AgentIdentity:
+    me = AgentIdentity(os.getuid(), os.getgid(), _user_name(os.getuid()), isolated=False)
+    if wanted == "none":
+        return _shared(me, "AGENT_USER=none")
+    if os.geteuid() != 0:
+        if wanted != "auto":
+            raise AgentError(f"sandbox: AGENT_USER={wanted!r} needs a worker running as root")
+        return _shared(me, "the worker does not run as root, so it cannot switch users")
+    missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
+    if missing:
+        return _fail_or_share(wanted, me, f"{' and '.join(missing)} (util-linux) not on PATH")
+    try:
+        user = _lookup(wanted)
+    except KeyError as exc:
+        return _fail_or_share(wanted, me, str(exc.args[0]))
+    if user.pw_uid == 0:
+        raise AgentError(f"sandbox: AGENT_USER={wanted!r} is root; pick an unprivileged user")
+    agent = AgentIdentity(user.pw_uid, user.pw_gid, user.pw_name, isolated=True)
+    executable = shutil.which(agent_bin) or agent_bin
+    for path in (*paths, Path(executable)):
+        blocker = _blocked_at(path, agent)
+        if blocker is not None:
+            return _fail_or_share(
+                wanted,
+                me,
+                f"user {agent.name} cannot reach {path} ({blocker} is not searchable by it); "
+                "keep AGENTICORE_HOME (or WORKTREE_ROOT/REPOS_ROOT) and the agent binary "
+                "outside private folders such as /root",
+            )
+    return agent
+
+
+def sandboxed(argv: list[str], agent: AgentIdentity) -> list[str]:
+    """The argv that runs ``argv`` as the agent: unchanged when not isolated.
+
+    ``--kill-child`` and the pid namespace make the agent's whole tree die with the group
+    leader, daemonized escapees included; ``--no-new-privs`` keeps setuid programs inert.
+    """
+    if not agent.isolated:
+        return argv
+    return [
+        "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+        "setpriv", f"--reuid={agent.uid}", f"--regid={agent.gid}", "--clear-groups",
+        "--no-new-privs", "--", *argv,
+    ]  # fmt: skip
+
+
+def agent_environment(
+    base: Mapping[str, str],
+    *,
+    home: Path,
+    allow: Callable[[str], bool],
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """The agent's environment, built from an allow-list: PATH, locale, terminal, OTEL and
+    proxy settings, the names the backend ``allow``s (its model credentials), then ``extra``
+    (the profile's env). Nothing else of the worker's passes: not its Redis URL, forge
+    tokens, cloud keys (``AWS_*``), SSH agent or Celery settings."""
+    names = _BASE_NAMES | _PROXY_NAMES
+    env = {
+        k: v
+        for k, v in base.items()
+        if k in names or k.startswith(_BASE_PREFIXES) or allow(k)
+    }
+    env |= {
+        "HOME": str(home),
+        "TMPDIR": str(home / "tmp"),
+        "SHELL": "/bin/sh",
+    }
+    env.update(extra)
+    return env
+
+
+def hand_over(paths: Iterable[Path], agent: AgentIdentity) -> None:
+    """Makes the job's own folders the agent's (recursively; symlinks themselves, never
+    their targets). A no-op when the agent shares the worker's uid."""
+    if not agent.isolated:
+        return
+    for root in paths:
+        if not root.exists():
+            continue
+        _chown(root, agent)
+        for folder, dirs, files in os.walk(root):
+            for name in (*dirs, *files):
+                _chown(Path(folder) / name, agent)
+
+
+def startup_warning(settings: Settings) -> str | None:
+    """What the worker says once at startup when agents are not isolated (None if they are)."""
+    agent = resolve_identity(settings)
+    if agent.isolated:
+        return None
+    return (
+        f"agents run as the worker's own user ({agent.name}): {agent.reason}. A hostile agent "
+        "could read this worker's secrets (forge tokens, the Redis password) through /proc. "
+        "Run the worker as root with AGENTICORE_AGENT_USER (see SECURITY.md)."
+    )
+
+
+def _agent_paths(settings: Settings) -> list[Path]:
+    return [settings.worktrees_dir, settings.agent_homes_dir, settings.repos_dir]
+
+
+def _shared(me: AgentIdentity, reason: str) -> AgentIdentity:
+    return AgentIdentity(me.uid, me.gid, me.name, isolated=False, reason=reason)
+
+
+def _fail_or_share(wanted: str, me: AgentIdentity, reason: str) -> AgentIdentity:
+    if wanted != "auto":
+        raise AgentError(f"sandbox: cannot run agents as {wanted!r}: {reason}")
+    return _shared(me, reason)
+
+
+def _lookup(wanted: str) -> pwd.struct_passwd:
+    names = PREFERRED_USERS if wanted == "auto" else (wanted,)
+    for name in names:
+        try:
+            return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise KeyError(f"no such user: {' or '.join(names)}")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _blocked_at(path: Path, agent: AgentIdentity) -> Path | None:
+    """The first existing ancestor of ``path`` the agent may not pass through, if any."""
+    path = path.absolute()
+    for folder in reversed([path, *path.parents]):
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            return None  # created later by the worker, under modes it chooses
+        if not stat.S_ISDIR(info.st_mode):
+            continue
+        if info.st_uid == agent.uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == agent.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return folder
+    return None
+
+
+def _chown(path: Path, agent: AgentIdentity) -> None:
+    os.chown(path, agent.uid, agent.gid, follow_symlinks=False)
