@@ -1,7 +1,8 @@
 """Runs one agent process and makes sure nothing of it outlives the job.
 
 The agent starts in its own session (so its whole tree is one process group), with stdin
-closed, stdout read line by line on a thread (lines may be far larger than 64 KiB) and
+closed (or, when the spec carries input such as the prompt, fed by a thread, then closed),
+stdout read line by line on a thread (lines may be far larger than 64 KiB) and
 copied raw to a transcript, stderr to a file. The supervising thread is the watchdog: it
 enforces the wall clock, notices an agent that prints nothing for ``stall_seconds`` or
 whose group grows past ``max_rss_mb``, asks the caller every second whether to stop
@@ -63,6 +64,8 @@ class ProcessSpec:
     grace: float = 10.0
     stall_seconds: float | None = None
     max_rss_mb: int | None = None
+    # what the agent reads on stdin (its prompt), then EOF; None: stdin is /dev/null
+    stdin: bytes | None = None
 
 
 @dataclass
@@ -148,11 +151,11 @@ def kill_process_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
 
 def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             spec.argv,
             cwd=spec.cwd,
             env=spec.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if spec.stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             start_new_session=True,
@@ -163,6 +166,31 @@ def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
         ) from None
     except PermissionError:
         raise AgentError(f"agent_not_executable: {spec.argv[0]!r} cannot be executed") from None
+    if proc.stdin is not None and spec.stdin is not None:
+        # on a thread: a prompt larger than the pipe buffer blocks until the agent reads it,
+        # and the watchdog must keep running meanwhile
+        feeder = threading.Thread(
+            target=_feed_stdin,
+            args=(proc.stdin, spec.stdin),
+            name=f"agent-stdin-{proc.pid}",
+            daemon=True,
+        )
+        feeder.start()
+    return proc
+
+
+def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
+    """Writes the agent's input, then closes the pipe: EOF is where its prompt ends.
+
+    An agent that exits (or is killed) before reading all of it breaks the pipe; that is
+    its own business and shows in its exit, not an error of the supervisor.
+    """
+    try:
+        with suppress(OSError):  # BrokenPipeError and its kin: the agent is gone
+            pipe.write(data)
+    finally:
+        with suppress(OSError):  # closing flushes, and may break the pipe once more
+            pipe.close()
 
 
 def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[object]) -> None:

@@ -46,6 +46,14 @@ class AgentBackend(Protocol):
         self, settings: Settings, profile: Profile, job: Job, config: JobConfig, *, resume: bool
     ) -> list[str]: ...
 
+    def prompt_input(self, job: Job) -> bytes | None:
+        """What the agent reads on stdin, or None for /dev/null.
+
+        The task is data: given here rather than in ``command``'s argv, it is never parsed as
+        an option, is not bound by the kernel's argument limits and does not show in ``ps``.
+        """
+        ...
+
     def environment(
         self, base: dict[str, str], profile: Profile, config: JobConfig
     ) -> dict[str, str]: ...

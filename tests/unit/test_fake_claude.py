@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import select
 import shutil
@@ -190,35 +191,149 @@ def test_given_no_print_flag_then_interactive_mode_unsupported(workdir: Path, en
     assert "interactive mode is not supported" in proc.stderr
 
 
-def test_given_no_prompt_and_open_stdin_then_errors_without_reading_stdin(
+INPUT_MISSING = (
+    "Error: Input must be provided either through stdin or as a prompt argument when using --print"
+)
+
+
+def prompt_of_session(env: dict[str, str], cwd: Path) -> str:
+    """The prompt the fake worked on: the first user message of its session transcript."""
+    first = json.loads(transcript_path(env, cwd, SESSION_ID).read_text().splitlines()[0])
+    assert first["type"] == "user"
+    content: str = first["message"]["content"]
+    return content
+
+
+def test_given_no_prompt_and_empty_stdin_then_input_must_be_provided(
     workdir: Path, env: dict
 ) -> None:
-    # given: a stdin pipe that is never closed (reading it would hang)
+    # given: /dev/null, then a pipe closed without a byte, then only blank lines
+    for given in (None, b"", b"\n  \n"):
+        # when
+        proc = subprocess.run(
+            [str(FAKE_CLAUDE), "-p"],
+            cwd=workdir,
+            env=env,
+            input=given,
+            stdin=subprocess.DEVNULL if given is None else None,
+            capture_output=True,
+            timeout=10,
+        )
+        # then
+        assert proc.returncode == 1
+        assert INPUT_MISSING in proc.stderr.decode()
+        assert proc.stdout == b""
+
+
+def test_given_no_prompt_and_a_terminal_stdin_then_errors_without_reading_it(
+    workdir: Path, env: dict
+) -> None:
+    # given: stdin is a terminal nobody types into (reading it would hang)
+    leader, follower = pty.openpty()
+    try:
+        # when
+        proc = subprocess.run(
+            [str(FAKE_CLAUDE), "-p"],
+            cwd=workdir,
+            env=env,
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    # then
+    assert proc.returncode == 1
+    assert INPUT_MISSING in proc.stderr
+
+
+def test_given_no_prompt_operand_then_the_prompt_is_read_from_stdin_until_eof(
+    workdir: Path, env: dict
+) -> None:
+    # given: a multibyte prompt written in two parts; the directive is in the second
+    prompt = "Résumé: 日本語のテスト\n" + "@fake result read to the end\n"
     proc = subprocess.Popen(
-        [str(FAKE_CLAUDE), "-p"],
+        [str(FAKE_CLAUDE), "-p", "--session-id", SESSION_ID, *STREAM],
         cwd=workdir,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
+    # when
     try:
-        # when
-        returncode = proc.wait(timeout=5)
-        stderr = proc.stderr.read() if proc.stderr else ""
+        assert proc.stdin is not None
+        proc.stdin.write(prompt.encode()[:9])
+        proc.stdin.flush()
+        stdout, stderr = proc.communicate(prompt.encode()[9:], timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+            proc.wait()
     # then
-    assert returncode == 1
-    assert (
-        "Error: Input must be provided either through stdin or as a prompt argument "
-        "when using --print"
-    ) in stderr
+    assert proc.returncode == 0, stderr
+    assert events_of(stdout.decode())[-1]["result"] == "read to the end"
+    assert prompt_of_session(env, workdir) == prompt
+
+
+def test_given_a_dash_prompt_after_double_dash_then_it_is_the_prompt(
+    workdir: Path, env: dict
+) -> None:
+    proc = run_fake(
+        "-p", "--session-id", SESSION_ID, *STREAM, "--", "- fix the typo", cwd=workdir, env=env
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert events_of(proc.stdout)[-1]["subtype"] == "success"
+    assert prompt_of_session(env, workdir) == "- fix the typo"
+
+
+def test_given_a_flag_as_prompt_after_double_dash_then_it_is_a_prompt_not_a_flag(
+    workdir: Path, env: dict
+) -> None:
+    proc = run_fake(
+        "-p",
+        "--session-id",
+        SESSION_ID,
+        *STREAM,
+        "--",
+        "--dangerously-skip-permissions",
+        cwd=workdir,
+        env=env,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert events_of(proc.stdout)[0]["permissionMode"] == "default"
+    assert prompt_of_session(env, workdir) == "--dangerously-skip-permissions"
+
+
+def test_given_a_flag_as_prompt_operand_without_double_dash_then_it_is_the_flag(
+    workdir: Path, env: dict
+) -> None:
+    # the hazard of passing a task as an operand: the CLI takes it for an option
+    proc = subprocess.run(
+        [str(FAKE_CLAUDE), "-p", *STREAM, "--dangerously-skip-permissions"],
+        cwd=workdir,
+        env=env,
+        input=b"@fake result ok",
+        capture_output=True,
+        timeout=10,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert events_of(proc.stdout.decode())[0]["permissionMode"] == "bypassPermissions"
+
+
+def test_given_a_dash_operand_without_double_dash_then_it_is_an_unknown_option(
+    workdir: Path, env: dict
+) -> None:
+    proc = run_fake("-p", "- fix the typo", cwd=workdir, env=env)
+
+    assert proc.returncode == 1
+    assert "error: unknown option '- fix the typo'" in proc.stderr
+    assert proc.stdout == ""
 
 
 def test_given_invalid_permission_mode_then_error(workdir: Path, env: dict) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agenticore.agents.claude import ClaudeBackend, ClaudeStream
-from agenticore.models import JobStatus
+from agenticore.models import Job, JobSpec, JobStatus
 from agenticore.supervisor import ProcessResult
 
 RESULT = {
@@ -147,3 +147,10 @@ def test_given_a_failure_then_provider_and_crash_failures_count_as_infrastructur
     outcome = ClaudeBackend().outcome(stream_of(*events), ProcessResult(exit_code=exit_code))
 
     assert outcome.infra is infra, outcome.error
+
+
+def test_given_a_job_then_its_task_is_the_prompt_on_stdin_as_utf8() -> None:
+    task = "--dangerously-skip-permissions\nRésumé 日本"
+    job = Job.from_spec(JobSpec(task=task))
+
+    assert ClaudeBackend().prompt_input(job) == task.encode("utf-8")
