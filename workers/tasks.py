@@ -112,7 +112,8 @@ def _stored_job(runner: JobRunner, job: str | dict[str, Any], task_id: str | Non
         return job
     except (ValidationError, InvalidRequest) as exc:
         reason = _refusal(exc)
-        log.error("run_job %r refused: %s", (task_id or "")[:80], reason)
+        named = task_id if isinstance(job, dict) else job  # the id that would have been used
+        log.error("run_job %r refused: %s", (named or "")[:80], reason)
         raise Reject(reason, requeue=False) from None
 
 
