@@ -13,6 +13,9 @@ All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's un
     <prefix>:workers               set, names of known workers
     <prefix>:lock:<name>           redis-py Lock (repo clones, job updates)
     <prefix>:permits:<scope>       sorted set, permit holders, score = lease expiry (unix s)
+    <prefix>:session:<uuid>        string, JSON {id, name} of the key that first ran a session, TTL
+    <prefix>:apikey:<id>           hash, an API key: name, role, created, revoked, argon2id hash
+    <prefix>:apikeys               set, ids of all API keys (revoked ones too)
 """
 
 from __future__ import annotations
@@ -56,3 +59,12 @@ class KeySchema:
 
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    def session_owner(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{session_id}"
+
+    def api_key(self, key_id: str) -> str:
+        return f"{self.prefix}:apikey:{key_id}"
+
+    def api_keys(self) -> str:
+        return f"{self.prefix}:apikeys"

@@ -21,6 +21,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "PrStatus",
+    "Submitter",
     "can_transition",
     "new_job_id",
     "utcnow",
@@ -216,6 +217,13 @@ class JobSpec(BaseModel):
             raise ValueError("session_id must be a UUID") from None
 
 
+class Submitter(BaseModel):
+    """The API key a job was submitted with: its id (not secret) and name."""
+
+    id: str
+    name: str
+
+
 class Job(JobSpec):
     """The stored record. Only the store and the runner change it."""
 
@@ -251,6 +259,7 @@ class Job(JobSpec):
     pr_error: str | None = None
     pr_attempts: int = 0
     pr_due_at: datetime | None = None  # a pending PR step should show progress by then
+    submitted_by: Submitter | None = None  # set by the API from the caller's key
 
     @field_validator("id")
     @classmethod

@@ -61,6 +61,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agenticore.apikeys import KeyStore, Role
 from agenticore.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -276,8 +277,11 @@ class Bench:
         )
         self.env = child_env(self.settings, {"FAKE_CLAUDE_STARTS_FILE": str(self.starts_file)})
         self.services = Services()
+        # the API wants a key; an operator's, as a real submitter would hold
+        _, key = KeyStore(self.settings).create("bench", Role.OPERATOR)
         self.http = httpx.Client(
             base_url=self.settings.api_url,
+            headers={"Authorization": f"Bearer {key}"},
             timeout=60,
             limits=httpx.Limits(max_connections=SUBMITTERS + 2),
         )

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 
+from agenticore.apikeys import KeyStore, Role
 from agenticore.config import Settings
 from tests.fake_forge import FakeForge
 from tests.helpers import FAKE_CLAUDE, free_port, make_remote, pid_alive, wait_for
@@ -132,6 +133,7 @@ class Fleet:
     http: httpx.Client
     worker: subprocess.Popen[bytes]
     logs: Path
+    admin_key: str  # sent by ``http``; AGENTICORE_API_KEY in ``env`` for the CLI
 
     def submit(self, **spec: Any) -> dict[str, Any]:
         response = self.http.post("/jobs", json=spec)
@@ -199,13 +201,14 @@ def running_fleet(backend: str, home: Path, redis_url: str, **overrides: Any) ->
         "lease_seconds": 3,
     }
     settings = Settings(**(values | overrides))
-    env = settings_env(settings)
+    _, admin_key = KeyStore(settings).create("test-admin", Role.ADMIN)
+    env = settings_env(settings) | {"AGENTICORE_API_KEY": admin_key}
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     worker = start_worker(env, logs / "worker.log")
     api = start_api(env, port, logs / "api.log")
-    http = httpx.Client(base_url=settings.api_url, timeout=30)
-    fleet = Fleet(backend, settings, env, settings.api_url, http, worker, logs)
+    http = httpx.Client(base_url=settings.api_url, timeout=30, headers=bearer(admin_key))
+    fleet = Fleet(backend, settings, env, settings.api_url, http, worker, logs, admin_key)
     try:
         wait_for(lambda: _healthy(http), timeout=30, what="the API")
         fleet.wait_worker_ready(logs / "worker.log")
@@ -262,7 +265,8 @@ def extra_api(fleet: Fleet, **overrides: str) -> Iterator[httpx.Client]:
     port = free_port()
     env = fleet.env | {f"AGENTICORE_{k.upper()}": v for k, v in overrides.items()}
     api = start_api(env, port, fleet.logs / f"api-{port}.log")
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    base_url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=base_url, timeout=30, headers=bearer(fleet.admin_key))
     try:
         wait_for(lambda: _healthy(http), timeout=30, what="the extra API")
         yield http
@@ -270,6 +274,10 @@ def extra_api(fleet: Fleet, **overrides: str) -> Iterator[httpx.Client]:
         http.close()
         api.terminate()
         api.wait(timeout=20)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _healthy(http: httpx.Client) -> bool:

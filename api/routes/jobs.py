@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
+from agenticore.apikeys import ApiKey, Role
 from agenticore.config import Settings
 from agenticore.errors import InvalidTransition
 from agenticore.jobs import JobStore
@@ -16,7 +17,7 @@ from agenticore.models import IDEMPOTENCY_KEY_PATTERN, Job, JobSpec, JobStatus, 
 from agenticore.profiles import job_from_spec
 from agenticore.redaction import redact_text
 from agenticore.repos import validate_repo_url
-from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.deps import DispatcherDep, OperatorKey, SettingsDep, StoreDep, ViewerKey, may_act_on
 from api.dispatch import Dispatcher
 from api.schemas import JobCreate, JobPublic, JobsPublic
 
@@ -36,6 +37,7 @@ async def create_job(
     settings: SettingsDep,
     store: StoreDep,
     dispatcher: DispatcherDep,
+    caller: OperatorKey,
     idempotency_key: Annotated[
         str | None, Header(max_length=200, pattern=IDEMPOTENCY_KEY_PATTERN)
     ] = None,
@@ -46,11 +48,16 @@ async def create_job(
     spec.idempotency_key = spec.idempotency_key or idempotency_key
     if spec.repo_url is not None:
         validate_repo_url(spec.repo_url, allow_local=settings.allow_local_repos)
+    if spec.session_id is not None:
+        await asyncio.to_thread(_check_session, store, spec.session_id, caller)
     job = job_from_spec(settings, spec)
+    job.submitted_by = caller.submitter
     # admit before claiming the key: a refused request must not bind it to no job
     await asyncio.to_thread(_admit, settings, dispatcher)
     if spec.idempotency_key:
-        holder = await asyncio.to_thread(store.claim_idempotency_key, spec.idempotency_key, job.id)
+        # scoped to the caller's key: another caller's key never returns (or blocks) this job
+        scoped = f"{caller.id}\n{spec.idempotency_key}"
+        holder = await asyncio.to_thread(store.claim_idempotency_key, scoped, job.id)
         if holder != job.id:
             return await _existing(store, holder)
     job = await asyncio.to_thread(store.create, job)
@@ -73,6 +80,7 @@ async def create_job(
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     store: StoreDep,
+    caller: ViewerKey,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
@@ -83,13 +91,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, store: StoreDep) -> Job:
+def get_job(job_id: str, store: StoreDep, caller: ViewerKey) -> Job:
     return store.get(job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
-    job = store.get(job_id)
+def cancel_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep, caller: OperatorKey) -> Job:
+    job = _own_job(store, job_id, caller, "cancel")
     if job.terminal:
         raise InvalidTransition(job_id, job.status.value, JobStatus.CANCELLED.value)
     job = store.update(
@@ -103,6 +111,32 @@ def cancel_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
             "job %s: revoke failed (%s); the worker stops it on its next check", job_id, exc
         )
     return job
+
+
+def _own_job(store: JobStore, job_id: str, caller: ApiKey, action: str) -> Job:
+    """The job, if ``caller`` may act on it (its submitter or an admin), else 403."""
+    job = store.get(job_id)
+    if not may_act_on(caller, job):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"job {job_id} was submitted by another key; only its submitter or an admin "
+            f"may {action} it",
+        )
+    return job
+
+
+def _check_session(store: JobStore, session_id: str, caller: ApiKey) -> None:
+    """A session is resumed only by the key whose job first ran it, or by an admin: a
+    session carries that key's conversation, and its files."""
+    if caller.role is Role.ADMIN:
+        return
+    owner = store.session_owner(session_id)
+    if owner is None or owner.id != caller.id:
+        whose = "has no recorded owner" if owner is None else "belongs to another key"
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"session {session_id} {whose}; only its owner or an admin may resume it",
+        )
 
 
 def _admit(settings: Settings, dispatcher: Dispatcher) -> None:
@@ -133,9 +167,9 @@ async def _existing(store: JobStore, job_id: str) -> Job:
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic)
-def retry_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Job:
+def retry_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep, caller: OperatorKey) -> Job:
     """Takes a job off the dead-letter list and queues it with a fresh set of attempts."""
-    job = store.get(job_id)
+    job = _own_job(store, job_id, caller, "retry")
     if job.status is not JobStatus.DEAD:
         raise HTTPException(409, f"job {job_id} is {job.status.value}; only dead jobs are retried")
     job = store.update(job_id, status=JobStatus.QUEUED, attempts=0, finished_at=None)

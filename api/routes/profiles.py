@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from agenticore.apikeys import Role
 from agenticore.profiles import list_profiles
-from api.deps import SettingsDep
+from api.deps import SettingsDep, require
 from api.schemas import ProfilePublic, ProfilesPublic
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/profiles", tags=["profiles"])
+router = APIRouter(
+    prefix="/profiles", tags=["profiles"], dependencies=[Depends(require(Role.VIEWER))]
+)
 
 
 @router.get("", response_model=ProfilesPublic)

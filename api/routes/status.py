@@ -6,20 +6,21 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from agenticore.agents import BACKENDS
+from agenticore.apikeys import Role
 from agenticore.breaker import CircuitBreaker
 from agenticore.config import Settings
 from agenticore.fleet import WorkerRecord, WorkerRegistry
 from agenticore.models import JobStatus
 from agenticore.permits import PermitGate
-from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.deps import DispatcherDep, SettingsDep, StoreDep, require
 from api.schemas import BreakerPublic, FleetStatus, JobPublic, JobsPublic, WorkerPublic
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], dependencies=[Depends(require(Role.VIEWER))])
 
 
 @router.get("/status", response_model=FleetStatus)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -113,6 +114,11 @@ def test_given_agenticore_up_on_the_embedded_default_then_a_job_runs_and_stop_le
         output = up.communicate(timeout=60)[0].decode()
     assert up.returncode == 0, output
     assert "embedded (no Redis)" in output
+    # the CLI found its admin key where `up` put it, readable by its owner only
+    cli_key = settings.home / "cli.key"
+    assert stat.S_IMODE(cli_key.stat().st_mode) == 0o600
+    assert "admin key written to" in " ".join(output.split())  # rich wraps long lines
+    assert cli_key.read_text().strip() not in output
     assert group_members(up.pid) == [], "API and worker must stop with `up`"
 
 
