@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from agenticore import logs
 from agenticore.client import ApiError, ApiUnavailable, Client
 from agenticore.config import get_settings
+from agenticore.files import private_dir
 from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus
@@ -58,6 +60,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def main() -> None:
+    logs.install()  # commands that log do so through logging's last-resort handler
     app()
 
 
@@ -85,7 +88,7 @@ def worker(
 ) -> None:
     """Run a Celery worker that executes jobs."""
     settings = get_settings()
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.run_dir, home=settings.home)
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "-l", loglevel,

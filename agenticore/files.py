@@ -1,23 +1,37 @@
-"""Small files written whole: readers see the old content or the new, never half."""
+"""Small files written whole (readers see the old content or the new, never half), and the
+folders of HOME that only the worker's user may read.
+
+Job records, transcripts and logs can hold what an agent saw; the embedded broker holds task
+messages; locks and pidfiles steer the fleet. So files are 0600 and folders 0700, and HOME
+itself 0711: another uid (a sandboxed agent) may pass through it to its own worktree and
+home, but cannot list it.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["HOME_MODE", "PRIVATE_DIR", "PRIVATE_FILE", "atomic_write", "make_dirs", "private_dir"]
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+HOME_MODE = 0o711  # others may traverse (x), never list (r) nor write (w)
 
 
 def atomic_write(path: Path, text: str, *, durable: bool = True) -> None:
-    """Temp file in the same folder, then rename over ``path``.
+    """Temp file in the same folder, then rename over ``path``. The file is 0600 (the mode
+    of the temp file, which the rename keeps); folders it creates are 0700.
 
     ``durable`` adds an fsync before the rename: for records that must survive a host crash
     (jobs), not for state that dies with its holders anyway (leases, heartbeats).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
+        os.fchmod(fd, PRIVATE_FILE)  # mkstemp's default, stated: whatever the umask
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             if durable:
@@ -27,3 +41,40 @@ def atomic_write(path: Path, text: str, *, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_dirs(path: Path, mode: int = PRIVATE_DIR) -> None:
+    """Creates ``path`` and its missing parents with ``mode`` (exactly: the umask cannot
+    widen it, nor narrow HOME's 0711). Folders that exist keep their mode: they may be the
+    user's."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # another process made it meanwhile: theirs has the same mode
+        os.chmod(folder, mode)
+
+
+def private_dir(path: Path, *, home: Path | None = None) -> Path:
+    """``path``, a folder of ours, made 0700 (created, or tightened if it exists). With
+    ``home`` (HOME, which ``path`` lies in) that is made 0711 first (created, or stripped of
+    group/other read and write). Returns ``path``."""
+    if home is not None:
+        make_dirs(home, HOME_MODE)
+        _tighten(home, keep=HOME_MODE)
+    make_dirs(path)
+    _tighten(path, keep=PRIVATE_DIR)
+    return path
+
+
+def _tighten(folder: Path, *, keep: int) -> None:
+    """Takes away every permission bit of ``folder`` outside ``keep``."""
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & ~keep:
+        os.chmod(folder, mode & keep)

@@ -24,16 +24,19 @@ from redis.typing import EncodableT, FieldT
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
-from agenticore.files import atomic_write
+from agenticore.files import atomic_write, private_dir
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 from agenticore.models import Job, JobStatus, PrStatus, can_transition, valid_job_id
+from agenticore.redaction import redact_text
 
 __all__ = ["JobStore"]
 
 log = logging.getLogger(__name__)
 
 _LOCK_HOLD_SECONDS = 30.0
+# record fields whose text comes from agents, git or forges: redacted on every write
+_FREE_TEXT = {"result", "error", "pr_error"}
 
 
 class JobStore:
@@ -80,6 +83,8 @@ class JobStore:
             existing = self.find(job.id)
             if existing is not None:
                 return existing
+            private_dir(self.dir, home=self.settings.home)
+            job = job.model_copy(update=_redacted(job.model_dump(include=_FREE_TEXT)))
             self._write(job, previous=None)
             return job
 
@@ -87,7 +92,7 @@ class JobStore:
         """Changes fields, and the status if given, atomically with respect to other updates."""
         with self._locked(job_id):
             job = self.get(job_id)
-            changes = dict(fields)
+            changes = _redacted(fields)
             if status is not None:
                 rerun = status is JobStatus.RUNNING
                 if (status != job.status or rerun) and not can_transition(job.status, status):
@@ -124,7 +129,7 @@ class JobStore:
     def ping(self) -> None:
         """Raises StoreUnavailable unless every configured backend answers."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir, home=self.settings.home)
             if not os.access(self.dir, os.W_OK):
                 raise StoreUnavailable(f"job directory {self.dir} is not writable")
             if self.redis is not None:
@@ -248,6 +253,15 @@ class JobStore:
         return jobs
 
 
+def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the free text agents and forges write masked by the redaction layer:
+    whatever an agent or a forge echoes back (a token it read, a URL with a password) is
+    stored, listed and logged masked."""
+    return {
+        name: redact_text(value) if name in _FREE_TEXT and isinstance(value, str) else value
+        for name, value in fields.items()
+    }
+
+
 def _decode(raw: dict[str, str]) -> Job:
     return Job.model_validate({k: json.loads(v) for k, v in raw.items()})
-

@@ -19,6 +19,7 @@ import redis
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import LockTimeout
+from agenticore.files import private_dir
 from agenticore.keys import KeySchema
 
 __all__ = ["exclusive"]
@@ -60,7 +61,7 @@ def exclusive(settings: Settings, name: str, *, hold: float, wait: float) -> Ite
 
 @contextmanager
 def _file_lock(settings: Settings, name: str, wait: float) -> Iterator[None]:
-    settings.locks_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.locks_dir, home=settings.home)
     path = settings.locks_dir / f"{name.replace('/', '_').replace(':', '_')}.lock"
     deadline = time.monotonic() + wait
     with open(path, "a+b") as handle:

@@ -3,14 +3,15 @@
 The agent starts in its own session (so its whole tree is one process group), with stdin
 closed (or, when the spec carries input such as the prompt, fed by a thread, then closed),
 stdout read line by line on a thread (lines may be far larger than 64 KiB) and
-copied raw to a transcript, stderr to a file. The supervising thread is the watchdog: it
-enforces the wall clock, notices an agent that prints nothing for ``stall_seconds`` or
-whose group grows past ``max_rss_mb``, asks the caller every second whether to stop
-(cancellation, budgets) and, on any exit path, terminates the process group: SIGTERM, a
-grace period, then SIGKILL. Before a kill the group is frozen (SIGSTOP) and ``before_kill``
-runs, so the caller can salvage the agent's work without it changing underneath. The
-group is registered with this process's reaper (``reaper.py``), which kills it should the
-supervising process itself die.
+copied to a transcript with secrets masked (``redaction.py``), stderr to a file that is
+redacted once the agent is gone; both 0600 in a 0700 folder. The supervising thread is the
+watchdog: it enforces the wall clock, notices an agent that prints nothing for
+``stall_seconds`` or whose group grows past ``max_rss_mb``, asks the caller every second
+whether to stop (cancellation, budgets) and, on any exit path, terminates the process
+group: SIGTERM, a grace period, then SIGKILL. Before a kill the group is frozen (SIGSTOP)
+and ``before_kill`` runs, so the caller can salvage the agent's work without it changing
+underneath. The group is registered with this process's reaper (``reaper.py``), which
+kills it should the supervising process itself die.
 
 Stop reasons: ``timeout``, ``stalled``, ``memory_exceeded`` and whatever the callbacks
 return (``cancelled``, ``budget_exceeded: cost`` …).
@@ -22,6 +23,7 @@ import os
 import queue
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +34,9 @@ from types import FrameType
 from typing import IO
 
 from agenticore.errors import AgentError
+from agenticore.files import PRIVATE_FILE, private_dir
 from agenticore.reaper import reaper
+from agenticore.redaction import redact_text
 
 __all__ = [
     "ProcessResult",
@@ -113,11 +117,11 @@ def supervise(
     polled about once a second; ``before_kill`` runs with the group frozen before a
     watchdog or budget kill (not for cancellation).
     """
-    spec.transcript.parent.mkdir(parents=True, exist_ok=True)
-    spec.stderr.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(spec.transcript.parent)
+    private_dir(spec.stderr.parent)
     started = time.monotonic()
     result = ProcessResult()
-    with spec.transcript.open("ab") as transcript, spec.stderr.open("ab") as stderr:
+    with _open_private(spec.transcript) as transcript, _open_private(spec.stderr) as stderr:
         proc = _spawn(spec, stderr)
         result.pid = proc.pid
         lines: queue.Queue[object] = queue.Queue()
@@ -136,6 +140,7 @@ def supervise(
             _drain(lines, transcript)
     result.exit_code = proc.returncode
     result.duration = time.monotonic() - started
+    _redact_file(spec.stderr)  # the agent wrote it directly: mask it now that it is done
     result.stderr_tail = _tail(spec.stderr)
     return result
 
@@ -242,7 +247,7 @@ def _follow(
             continue
         assert isinstance(item, bytes)
         last_output = time.monotonic()
-        transcript.write(item)
+        transcript.write(redact_line(item))
         result.stop_reason = on_line(item)
         if result.stop_reason:
             return
@@ -307,7 +312,45 @@ def _drain(lines: queue.Queue[object], transcript: IO[bytes]) -> None:
         except queue.Empty:
             return
         if isinstance(item, bytes):
-            transcript.write(item)
+            transcript.write(redact_line(item))
+
+
+def redact_line(line: bytes) -> bytes:
+    """``line`` with secrets masked. Bytes that are not UTF-8 pass through unchanged
+    (surrogateescape), so the transcript stays byte-for-byte what the agent wrote otherwise."""
+    text = line.decode("utf-8", "surrogateescape")
+    redacted = redact_text(text)
+    return line if redacted == text else redacted.encode("utf-8", "surrogateescape")
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    """``path`` opened for appending, created 0600 (and made 0600 if an older run left it
+    wider): transcripts and logs hold whatever the agent saw."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)
+    return os.fdopen(fd, "ab")
+
+
+def _redact_file(path: Path) -> None:
+    """Rewrites ``path`` with every line redacted, atomically (temp file + rename, 0600);
+    untouched if nothing in it needed masking."""
+    try:
+        source = path.open("rb")
+    except FileNotFoundError:
+        return
+    with source:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        changed = False
+        try:
+            with os.fdopen(fd, "wb") as target:
+                for line in source:
+                    redacted = redact_line(line)
+                    changed = changed or redacted is not line
+                    target.write(redacted)
+            if changed:
+                os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _tail(path: Path, limit: int = 2000) -> str:

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from agenticore import __version__
+from agenticore import __version__, logs
 from agenticore.config import Settings, get_settings
 from agenticore.errors import (
     AgenticoreError,
@@ -37,6 +37,8 @@ _STATUS_BY_ERROR: list[tuple[type[AgenticoreError], int]] = [
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    logs.install()  # uvicorn has configured logging by now: mask secrets in every line
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()

@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_revoked, worker_ready, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_revoked,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 import celeryconfig
+from agenticore import logs
 from agenticore.config import Settings, get_settings
+from agenticore.files import private_dir
 from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
@@ -45,14 +54,30 @@ def send_pr_step(celery: Celery, job: Job) -> None:
 
 
 def _create_broker_folders(sender: Celery, **_: Any) -> None:
-    # kombu's filesystem transport expects its folders to exist
+    # kombu's filesystem transport expects its folders to exist; they hold task messages and
+    # results, so only the worker's user may read them (celeryconfig: HOME/celery/<folder>)
     options = sender.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
-        if key in options:
-            Path(options[key]).mkdir(parents=True, exist_ok=True)
+    folders = [Path(options[key]) for key in
+               ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
+               if key in options]  # fmt: skip
     backend = str(sender.conf.result_backend or "")
     if backend.startswith("file://"):
-        Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        folders.append(Path(backend.removeprefix("file://")))
+    for folder in folders:
+        private_dir(folder.parent, home=folder.parent.parent)
+        private_dir(folder)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    """No worker log line shows a secret: Celery logs task arguments and exceptions too."""
+    logs.install(*([logger] if logger is not None else []))
+
+
+@worker_process_init.connect
+def _redact_pool_logs(**_: Any) -> None:
+    logs.install()  # a pool process may set up handlers of its own after the fork
 
 
 @task_revoked.connect
