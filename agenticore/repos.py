@@ -47,7 +47,7 @@ __all__ = ["RepoCache", "Workspace", "repo_key", "validate_repo_url"]
 log = logging.getLogger(__name__)
 
 # never prompt for credentials: a job must fail, not hang on a tty that isn't there
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+_PROMPTLESS = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
 _REMOTE_COMMANDS = frozenset({"fetch", "remote", "clone", "ls-remote", "push"})
 # every git command the worker runs: nothing configured anywhere may make it execute code
 _HARDENED = (
@@ -55,9 +55,14 @@ _HARDENED = (
     "-c", "core.askPass=", "-c", "protocol.ext.allow=never", "-c", "commit.gpgSign=false",
     "-c", "core.untrackedCache=false", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
 )  # fmt: skip
-# commands over the worktree's files also skip user-level config (agent-writable when the
-# agent shares the worker's uid)
-_DATA_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+# only the cache's own config counts (user-level config is agent-writable when the agent
+# shares the worker's uid), and that config holds only what we wrote (``_check_config``)
+_CONFIG_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+_OUR_CONFIG = re.compile(
+    r"^(core\.(repositoryformatversion|filemode|bare|logallrefupdates|symlinks|ignorecase)"
+    r"|remote\.origin\.(url|fetch))$"
+)
+_GIT_ENV = _PROMPTLESS | _CONFIG_ENV
 _OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _ABBREV_ID = re.compile(r"^[0-9a-f]{7,64}$")
 _HEAD_MAX_BYTES = 512
@@ -328,6 +333,8 @@ class RepoCache:
         """Moves the job branch to the agent's HEAD, copying the agent's new objects into the
         cache (``index-pack`` re-hashes them, so a forged object cannot slip in). Returns
         the branch head."""
+        assert workspace.repo_dir is not None
+        self._check_config(workspace.repo_dir)
         head = self._head_of(workspace)
         if head is None:
             raise RepoError(f"job branch {workspace.branch} is missing from the cache",
@@ -399,7 +406,7 @@ class RepoCache:
         """A local git command on the cache; ``work_tree``: with the worktree's files as its
         work tree (never its ``.git``); ``alternates``: seeing the agent's objects too."""
         assert workspace.repo_dir is not None and workspace.objects is not None
-        extra = dict(_DATA_ENV) | (env or {})
+        extra = dict(env or {})
         if alternates:
             extra["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(workspace.objects)
         where = [f"--git-dir={workspace.repo_dir}"]
@@ -419,6 +426,35 @@ class RepoCache:
             raise RepoError(f"git {args[0]} failed in {workspace.path}: {detail}",
                             repo=str(workspace.repo_dir)) from None  # fmt: skip
         return out.strip() if isinstance(out, str) else ""
+
+    def _check_config(self, repo_dir: Path) -> None:
+        """Puts the cache's config back to the keys Agenticore writes, should anything else
+        have appeared in it (an agent that shares the worker's uid can write it): no filter,
+        hook, fsmonitor, ssh command or include of its ever runs in the worker."""
+        config = repo_dir / "config"
+        if not config.is_file():
+            return
+        listing = self._plain_git(repo_dir, "config", "--file", str(config), "--no-includes",
+                                  "--list", "-z")  # fmt: skip
+        entries = [item.split("\n", 1) for item in listing.split("\0") if item]
+        kept = [(key, value) for key, value, *_ in ([*e, ""] for e in entries)
+                if _OUR_CONFIG.match(key)]  # fmt: skip
+        if len(kept) == len(entries):
+            return
+        log.warning("%s: unexpected keys in the repo cache's config, removed: %s", repo_dir,
+                    sorted({e[0] for e in entries} - {k for k, _ in kept}))  # fmt: skip
+        fresh = config.with_name(".config.agenticore")
+        fresh.unlink(missing_ok=True)
+        for key, value in kept:
+            self._plain_git(repo_dir, "config", "--file", str(fresh), "--add", key, value)
+        os.replace(fresh, config)
+
+    def _plain_git(self, cwd: Path, *args: str) -> str:
+        try:
+            out: str = git.Git(cwd).execute(["git", *_HARDENED, *args], env=_GIT_ENV)
+        except git.GitCommandError as exc:
+            raise RepoError(f"git {args[0]} failed in {cwd}: {exc.stderr}", repo=str(cwd)) from None
+        return out
 
     def _clone(self, url: str, source: str) -> None:
         final = self.repo_dir(url)
@@ -477,6 +513,8 @@ class RepoCache:
     def _git(self, url: str, cwd: Path, *args: str) -> str:
         remote = args[0] in _REMOTE_COMMANDS
         env = _GIT_ENV | git_auth_env(self.settings, url) if remote else _GIT_ENV
+        if args[0] not in ("init", "config"):
+            self._check_config(cwd)
         try:
             out: str = git.Git(cwd).execute(
                 ["git", *_HARDENED, *args],

@@ -107,3 +107,113 @@ def test_given_repo_urls_then_only_remote_git_urls_pass_unless_local_is_allowed(
     with pytest.raises(InvalidRepoURL, match="ALLOW_LOCAL_REPOS"):
         validate_repo_url(f"file://{tmp_path}", allow_local=False)
     assert validate_repo_url(f"file://{tmp_path}", allow_local=True) == str(tmp_path)
+
+
+def _evil_program(tmp_path: Path) -> tuple[Path, Path]:
+    """A program that leaves a mark when run, and the folder the marks go to."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f'#!/bin/sh\nenv > "{marks}/ran-$$"\nexit 0\n')
+    evil.chmod(0o755)
+    return evil, marks
+
+
+def _agent_git(workspace_path: Path, env: dict[str, str], *args: str) -> str:
+    import os
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "-c", "user.name=agent", "-c", "user.email=agent@example.com", *args],
+        cwd=workspace_path, env=os.environ | env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def test_given_an_agent_that_plants_git_config_then_the_workers_git_runs_none_of_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # the agent shares the worker's uid here (the weakest mode): it can write the cache
+    settings = make_settings()
+    remote = str(make_remote(tmp_path))
+    cache = RepoCache(settings)
+    cache.ensure(remote)
+    job = Job.from_spec(JobSpec(task="x", repo_url=remote))
+    workspace = cache.create_workspace(job)
+    env = cache.agent_git_env(workspace)
+    (workspace.path / "agent.txt").write_text("committed by the agent\n")
+    _agent_git(workspace.path, env, "add", "agent.txt")
+    _agent_git(workspace.path, env, "commit", "-q", "-m", "agent commit")
+    evil, marks = _evil_program(tmp_path)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    for hook in ("pre-commit", "post-commit", "pre-push", "reference-transaction"):
+        (hooks / hook).write_text(evil.read_text())
+        (hooks / hook).chmod(0o755)
+        (cache.repo_dir(remote) / "hooks" / hook).write_text(evil.read_text())
+        (cache.repo_dir(remote) / "hooks" / hook).chmod(0o755)
+    for key, value in (
+        ("core.fsmonitor", str(evil)),
+        ("core.hooksPath", str(hooks)),
+        ("credential.helper", f"!{evil}"),
+        ("filter.evil.clean", str(evil)),
+        ("filter.evil.process", str(evil)),
+        ("core.untrackedCache", "true"),
+    ):
+        git(workspace.path, "config", key, value)  # lands in the shared cache's config
+    (workspace.path / ".gitattributes").write_text("* filter=evil\n")
+    (workspace.path / "left.txt").write_text("left uncommitted\n")
+
+    changed, head = cache.changes(workspace)
+    commit = cache.commit_all(workspace, "leftovers")
+    cache.push(remote, workspace.branch or "")
+
+    assert list(marks.iterdir()) == [], "the worker ran something the agent planted"
+    assert changed == [".gitattributes", "left.txt"] and head is not None
+    assert commit is not None
+    log = git(Path(remote), "log", "--format=%s", workspace.branch or "")
+    assert log.splitlines()[:2] == ["leftovers", "agent commit"]
+    assert git(Path(remote), "show", f"{workspace.branch}:left.txt") == "left uncommitted"
+
+
+def test_given_an_agent_that_replaced_dot_git_then_the_worker_refuses_its_worktree(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    remote = str(make_remote(tmp_path))
+    cache = RepoCache(settings)
+    cache.ensure(remote)
+    job = Job.from_spec(JobSpec(task="x", repo_url=remote))
+    workspace = cache.create_workspace(job)
+    evil, marks = _evil_program(tmp_path)
+    (workspace.path / ".git").unlink()
+    git(workspace.path, "init", "-q")
+    git(workspace.path, "config", "core.fsmonitor", str(evil))
+
+    with pytest.raises(RepoError, match="worktree_tampered"):
+        cache.commit_all(workspace, "x")
+    with pytest.raises(RepoError, match="worktree_tampered"):
+        cache.changes(workspace)
+    assert list(marks.iterdir()) == []
+
+
+def test_given_a_job_branch_then_no_other_job_may_start_from_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    remote = str(make_remote(tmp_path))
+    cache = RepoCache(settings)
+    cache.ensure(remote)
+    first = Job.from_spec(JobSpec(task="x", repo_url=remote))
+    workspace = cache.create_workspace(first)
+    (workspace.path / "secret-work.txt").write_text("unpushed\n")
+    unpushed = cache.commit_all(workspace, "unpushed work")
+    published = git(Path(remote), "rev-parse", "dev")
+
+    for base in (workspace.branch, f"refs/heads/{workspace.branch}", unpushed, unpushed[:12]):
+        with pytest.raises(RepoError, match="not found"):
+            cache.create_workspace(Job.from_spec(JobSpec(task="y", repo_url=remote,
+                                                         base_ref=base)))  # fmt: skip
+    ok = cache.create_workspace(Job.from_spec(JobSpec(task="y", repo_url=remote,
+                                                      base_ref=published[:10])))  # fmt: skip
+    assert ok.base_sha == published

@@ -262,6 +262,29 @@ def test_given_the_agent_env_then_claudecode_our_settings_and_forge_tokens_are_s
     assert str(settings.agent_homes_dir / done.id / ".claude") in transcript
 
 
+def test_given_worker_secrets_in_its_env_then_the_agent_gets_only_the_allow_list(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "CELERY_BROKER_URL", "DATABASE_URL"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "model-key-value")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("OPERATOR_THING", "passed-on-purpose")
+    settings = make_settings(agent_env_allow=["OPERATOR_THING"])
+    names = ["AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "CELERY_BROKER_URL", "DATABASE_URL",
+             "ANTHROPIC_API_KEY", "LC_ALL", "OPERATOR_THING", "HOME"]  # fmt: skip
+    task = "\n".join(f"@fake env {name}" for name in names)
+
+    done = run(settings, submit(settings, task))
+
+    transcript = Path(done.transcript_path or "").read_text()
+    for name in names[:4]:
+        assert f"{name}=<unset>" in transcript, name
+    assert "ANTHROPIC_API_KEY=model-key-value" in transcript, "its own model credentials"
+    assert "LC_ALL=C.UTF-8" in transcript and "OPERATOR_THING=passed-on-purpose" in transcript
+    assert f"HOME={settings.agent_homes_dir / done.id}" in transcript, "a home of its own"
+
+
 def _spawned_pid(job: Job) -> int:
     for line in Path(job.transcript_path or "").read_text().splitlines():
         if "spawned pid" in line:

@@ -1,0 +1,131 @@
+"""Who the agent runs as, and how: identity resolution, the wrapped argv, the allow-list."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agenticore.config import Settings
+from agenticore.errors import AgentError
+from agenticore.sandbox import (
+    AgentIdentity,
+    agent_environment,
+    hand_over,
+    resolve_identity,
+    sandboxed,
+    startup_warning,
+)
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+NOBODY = AgentIdentity(65534, 65534, "nobody", isolated=True)
+
+
+def test_given_agent_user_none_then_the_agent_shares_the_worker_uid_and_startup_warns(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(agent_user="none")
+
+    agent = resolve_identity(settings)
+
+    assert not agent.isolated and agent.uid == os.getuid()
+    warning = startup_warning(settings)
+    assert warning is not None and "/proc" in warning and "AGENT_USER" in warning
+
+
+@root_only
+def test_given_a_home_behind_a_private_folder_then_auto_falls_back_and_says_why(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    settings = make_settings(home=private / "home", agent_user="auto")
+
+    agent = resolve_identity(settings)
+
+    assert not agent.isolated
+    assert str(private) in agent.reason and "not searchable" in agent.reason
+
+
+@root_only
+def test_given_an_explicit_user_that_cannot_work_then_jobs_refuse_rather_than_share(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with pytest.raises(AgentError, match="no such user"):
+        resolve_identity(make_settings(agent_user="no-such-user-here"))
+    with pytest.raises(AgentError, match="root"):
+        resolve_identity(make_settings(agent_user="root"))
+    private = tmp_path / "locked"
+    private.mkdir(mode=0o700)
+    with pytest.raises(AgentError, match="cannot reach"):
+        resolve_identity(make_settings(home=private / "home", agent_user="nobody"))
+
+
+def test_given_an_isolated_agent_then_its_argv_runs_it_in_a_pid_namespace_as_its_uid() -> None:
+    argv = sandboxed(["claude", "-p"], NOBODY)
+
+    assert argv[: argv.index("setpriv")] == [
+        "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+    ]  # fmt: skip
+    assert "--reuid=65534" in argv and "--clear-groups" in argv and "--no-new-privs" in argv
+    assert argv[-3:] == ["--", "claude", "-p"]
+    shared = AgentIdentity(0, 0, "root", isolated=False)
+    assert sandboxed(["claude", "-p"], shared) == ["claude", "-p"]
+
+
+@root_only
+def test_given_the_wrapped_argv_then_the_agent_sees_neither_our_uid_nor_our_processes(
+    tmp_path: Path,
+) -> None:
+    probe = (
+        "import os; print(os.getuid(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
+    )
+    out = subprocess.run(
+        sandboxed(["/usr/bin/python3", "-c", probe], NOBODY),
+        capture_output=True, text=True, check=True, cwd="/", env={"PATH": "/usr/bin:/bin"},
+    ).stdout  # fmt: skip
+
+    uid, pids = out.split(" ", 1)
+    assert uid == "65534" and pids.strip() == "[1]", "alone in its own pid namespace"
+
+
+def test_given_a_worker_env_then_only_allowed_names_and_the_profile_env_pass(
+    tmp_path: Path,
+) -> None:
+    base = {
+        "PATH": "/usr/bin", "LC_ALL": "C", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel",
+        "HTTPS_PROXY": "http://proxy", "AWS_ACCESS_KEY_ID": "AKIA", "SSH_AUTH_SOCK": "/s",
+        "AGENTICORE_REDIS_URL": "redis://:pw@h", "CELERY_X": "1", "MODEL_KEY": "k",
+        "HOME": "/root",
+    }  # fmt: skip
+
+    env = agent_environment(
+        base, home=tmp_path, allow=lambda name: name == "MODEL_KEY", extra={"FROM_PROFILE": "1"}
+    )
+
+    assert set(env) == {
+        "PATH", "LC_ALL", "OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS_PROXY", "MODEL_KEY",
+        "FROM_PROFILE", "HOME", "TMPDIR", "SHELL",
+    }  # fmt: skip
+    assert env["HOME"] == str(tmp_path)
+
+
+@root_only
+def test_given_job_folders_then_hand_over_gives_them_to_the_agent_but_not_link_targets(
+    tmp_path: Path,
+) -> None:
+    job = tmp_path / "job"
+    (job / "sub").mkdir(parents=True)
+    (job / "sub" / "file").write_text("x")
+    outside = tmp_path / "outside"
+    outside.write_text("worker's")
+    (job / "link").symlink_to(outside)
+
+    hand_over([job], NOBODY)
+
+    for path in (job, job / "sub", job / "sub" / "file", job / "link"):
+        assert path.lstat().st_uid == 65534, path
+    assert outside.stat().st_uid == 0, "a symlink's target stays the worker's"
