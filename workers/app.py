@@ -25,6 +25,7 @@ from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
+from agenticore.sandbox import startup_warning
 from agenticore.supervisor import kill_process_group
 from workers.broker import messages_in_broker
 from workers.names import OPEN_PULL_REQUEST, RUN_JOB
@@ -97,7 +98,11 @@ _duties_stop = threading.Event()
 @worker_ready.connect
 def _start_fleet_duties(sender: Any = None, **_: Any) -> None:
     """Every worker's main process heartbeats and takes part in reconciliation."""
-    WorkerRegistry(get_settings()).set_state(sender.hostname, "online")  # a restart undrains
+    settings = get_settings()
+    warning = startup_warning(settings)
+    if warning:
+        log.warning("%s", warning)
+    WorkerRegistry(settings).set_state(sender.hostname, "online")  # a restart undrains
     threading.Thread(
         target=_fleet_duties,
         args=(sender.app, sender.hostname, _duties_stop),
