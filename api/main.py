@@ -24,6 +24,7 @@ from api.deps import AppState
 from api.dispatch import Dispatcher
 from api.limits import BodyLimit
 from api.routes import health, jobs, profiles, status
+from api.schemas import ERROR_RESPONSES
 
 __all__ = ["app", "create_app"]
 
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         dispatcher.close()
 
-    app = FastAPI(title="Agenticore", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Agenticore", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES
+    )
     app.add_middleware(BodyLimit, limit=lambda: (settings or get_settings()).max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(profiles.router)

@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 from agenticore.models import JobSpec, JobStatus, PrStatus
 
 __all__ = [
+    "ERROR_RESPONSES",
     "BreakerPublic",
+    "ErrorResponse",
     "FleetStatus",
     "JobCreate",
     "JobPublic",
@@ -122,3 +124,35 @@ class FleetStatus(BaseModel):
     breakers: list[BreakerPublic]
     queue_depth: int
     running: int
+
+
+class ValidationIssue(BaseModel):
+    """One thing wrong with a request: where (``loc``) and what, never the value sent."""
+
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: a message, or for malformed requests the list of issues."""
+
+    detail: str | list[ValidationIssue]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# documented on every route, so clients (and schema checks) know each answer they can get
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("the body could not be read as JSON text (e.g. not UTF-8)"),
+    401: _error("no API key, or an unknown or revoked one"),
+    403: _error("the key's role, or the job's owner, does not allow this"),
+    404: _error("no such job, key or profile"),
+    409: _error("the job's state does not allow this"),
+    413: _error("the request body is larger than MAX_BODY_BYTES"),
+    422: _error("invalid input: a message, or the issues found (loc, msg, type)"),
+    429: _error("the fleet is busy (MAX_QUEUE_DEPTH); see Retry-After"),
+    503: _error("the job store or the broker is unavailable"),
+}
