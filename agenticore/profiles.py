@@ -172,8 +172,12 @@ def materialize(
     nothing of the worker's goes in it but the agent's own login: linked to the worker
     user's, or copied (``link_login=False``) for an agent under another uid."""
     home = settings.agent_homes_dir / job.id
+    # other agents may pass through the parent, never list it or enter another's home
+    home.mkdir(parents=True, exist_ok=True)
+    settings.agent_homes_dir.chmod(0o711)
+    home.chmod(0o700)
     config_dir = home / ".claude"
-    config_dir.mkdir(parents=True, exist_ok=True)
+    config_dir.mkdir(exist_ok=True)
     (home / "tmp").mkdir(exist_ok=True)
     (config_dir / "settings.json").write_text(json.dumps(_settings_json(profile), indent=2))
     if profile.claude_md is not None:
