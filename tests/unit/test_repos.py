@@ -11,7 +11,7 @@ import pytest
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
 from agenticore.models import Job, JobSpec
-from agenticore.repos import RepoCache, repo_key, validate_repo_url
+from agenticore.repos import RepoCache, Workspace, repo_key, validate_repo_url
 from tests.helpers import git, make_remote
 
 
@@ -109,6 +109,14 @@ def test_given_repo_urls_then_only_remote_git_urls_pass_unless_local_is_allowed(
     assert validate_repo_url(f"file://{tmp_path}", allow_local=True) == str(tmp_path)
 
 
+def _job_worktree(settings: Settings, tmp_path: Path) -> tuple[RepoCache, str, Workspace]:
+    """A cached remote and one job's fresh worktree of it."""
+    remote = str(make_remote(tmp_path))
+    cache = RepoCache(settings)
+    cache.ensure(remote)
+    return cache, remote, cache.create_workspace(Job.from_spec(JobSpec(task="x", repo_url=remote)))
+
+
 def _evil_program(tmp_path: Path) -> tuple[Path, Path]:
     """A program that leaves a mark when run, and the folder the marks go to."""
     marks = tmp_path / "marks"
@@ -134,12 +142,7 @@ def test_given_an_agent_that_plants_git_config_then_the_workers_git_runs_none_of
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     # the agent shares the worker's uid here (the weakest mode): it can write the cache
-    settings = make_settings()
-    remote = str(make_remote(tmp_path))
-    cache = RepoCache(settings)
-    cache.ensure(remote)
-    job = Job.from_spec(JobSpec(task="x", repo_url=remote))
-    workspace = cache.create_workspace(job)
+    cache, remote, workspace = _job_worktree(make_settings(), tmp_path)
     env = cache.agent_git_env(workspace)
     (workspace.path / "agent.txt").write_text("committed by the agent\n")
     _agent_git(workspace.path, env, "add", "agent.txt")
@@ -179,12 +182,7 @@ def test_given_an_agent_that_plants_git_config_then_the_workers_git_runs_none_of
 def test_given_an_agent_that_replaced_dot_git_then_the_worker_refuses_its_worktree(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = make_settings()
-    remote = str(make_remote(tmp_path))
-    cache = RepoCache(settings)
-    cache.ensure(remote)
-    job = Job.from_spec(JobSpec(task="x", repo_url=remote))
-    workspace = cache.create_workspace(job)
+    cache, _, workspace = _job_worktree(make_settings(), tmp_path)
     evil, marks = _evil_program(tmp_path)
     (workspace.path / ".git").unlink()
     git(workspace.path, "init", "-q")
@@ -200,12 +198,7 @@ def test_given_an_agent_that_replaced_dot_git_then_the_worker_refuses_its_worktr
 def test_given_a_job_branch_then_no_other_job_may_start_from_it(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = make_settings()
-    remote = str(make_remote(tmp_path))
-    cache = RepoCache(settings)
-    cache.ensure(remote)
-    first = Job.from_spec(JobSpec(task="x", repo_url=remote))
-    workspace = cache.create_workspace(first)
+    cache, remote, workspace = _job_worktree(make_settings(), tmp_path)
     (workspace.path / "secret-work.txt").write_text("unpushed\n")
     unpushed = cache.commit_all(workspace, "unpushed work")
     published = git(Path(remote), "rev-parse", "dev")
