@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobStatus
+from agenticore.models import Job, JobStatus, new_job_id
 from tests.conftest import Fleet
 from tests.helpers import wait_for
 from workers.app import RUN_JOB, make_celery
@@ -45,7 +45,7 @@ def handled(fleet: Fleet, task_id: str) -> bool:
 
 def run_to_end(fleet: Fleet, spec: dict[str, object]) -> Job:
     """Sends a good spec and waits for its job to end: the worker is alive and not stuck."""
-    job_id = uuid.uuid4().hex
+    job_id = new_job_id()  # time-ordered, like every id the fleet makes: listings stay ordered
     make_celery(fleet.settings).send_task(RUN_JOB, args=[spec], task_id=job_id)
     store = JobStore(fleet.settings)
     return wait_for(
