@@ -63,6 +63,9 @@ _OUR_CONFIG = re.compile(
     r"|remote\.origin\.(url|fetch))$"
 )
 _GIT_ENV = _PROMPTLESS | _CONFIG_ENV
+# repo cache configs found holding only our keys, by their stat stamp: checked once, not per
+# git command
+_clean_configs: dict[Path, tuple[int, int, int, int]] = {}
 _OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _ABBREV_ID = re.compile(r"^[0-9a-f]{7,64}$")
 _HEAD_MAX_BYTES = 512
@@ -432,7 +435,13 @@ class RepoCache:
         have appeared in it (an agent that shares the worker's uid can write it): no filter,
         hook, fsmonitor, ssh command or include of its ever runs in the worker."""
         config = repo_dir / "config"
-        if not config.is_file():
+        try:
+            info = config.stat()
+        except FileNotFoundError:
+            return
+        # ctime cannot be set back by a writer: an unchanged stamp is an unchanged file
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        if _clean_configs.get(config) == stamp:
             return
         listing = self._plain_git(repo_dir, "config", "--file", str(config), "--no-includes",
                                   "--list", "-z")  # fmt: skip
@@ -440,6 +449,7 @@ class RepoCache:
         kept = [(key, value) for key, value, *_ in ([*e, ""] for e in entries)
                 if _OUR_CONFIG.match(key)]  # fmt: skip
         if len(kept) == len(entries):
+            _clean_configs[config] = stamp
             return
         log.warning("%s: unexpected keys in the repo cache's config, removed: %s", repo_dir,
                     sorted({e[0] for e in entries} - {k for k, _ in kept}))  # fmt: skip
