@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,18 +16,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import redis
 import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
 from agenticore import logs
+from agenticore.apikeys import ApiKeyNotFound, KeyStore, Role, exposure_error
 from agenticore.client import ApiError, ApiUnavailable, Client
-from agenticore.config import get_settings
-from agenticore.files import private_dir
+from agenticore.config import Settings, get_settings
+from agenticore.errors import InvalidRequest
+from agenticore.files import atomic_write, private_dir
 from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus
+from agenticore.monitoring import ensure_flower_auth, flower_command
 
 __all__ = ["app", "main"]
 
@@ -52,6 +55,7 @@ STATE_STYLE = {
     "dead": "red",
 }
 CELERY_QUEUE = "agenticore"
+CLI_KEY_FILE = "cli.key"
 
 ApiOption = Annotated[
     str | None, typer.Option("--api", envvar="AGENTICORE_API_URL", help="API base URL")
@@ -76,7 +80,10 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("api.main:app", host=host or settings.host, port=port or settings.port)
+    host = host or settings.host
+    if reason := exposure_error(settings, host):
+        _fail(reason, code=2)
+    uvicorn.run("api.main:app", host=host, port=port or settings.port)
 
 
 @app.command()
@@ -130,6 +137,24 @@ def drain(
 
 
 @app.command()
+def flower(
+    address: Annotated[
+        str | None, typer.Option(help="bind address (AGENTICORE_FLOWER_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (AGENTICORE_FLOWER_PORT, 5555)")] = None,
+) -> None:
+    """Run Flower, Celery's monitor: basic auth from FLOWER_BASIC_AUTH (or the one
+    `agenticore up` made); loopback only without it."""
+    if not _has_module("flower"):
+        _fail('Flower is not installed: pip install "agenticore[flower]"', code=2)
+    try:
+        argv, env = flower_command(get_settings(), address, port)
+    except InvalidRequest as exc:
+        _fail(str(exc), code=2)
+    os.execve(sys.executable, argv, env)
+
+
+@app.command()
 def up(
     flower: Annotated[bool, typer.Option(help="also start Flower if installed")] = True,
     port: Annotated[int | None, typer.Option(help="API port")] = None,
@@ -139,13 +164,17 @@ def up(
     port = port or settings.port
     me = [sys.executable, "-m", "agenticore.cli"]
     commands = {"api": [*me, "serve", "--port", str(port)], "worker": [*me, "worker"]}
-    if flower and shutil.which("celery") and _has_module("flower"):
-        commands["flower"] = [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    if reason := exposure_error(settings, settings.host):
+        _fail(reason, code=2)
     backend = (settings.redis_url and "redis") or f"embedded (no Redis) under {settings.home}"
     console.print(f"[bold]Agenticore[/] broker: {backend}")
     console.print(f"API: http://{settings.host}:{port}  (AGENTICORE_API_URL)")
-    if "flower" in commands:
-        console.print("Flower: http://127.0.0.1:5555")
+    console.print(f"API key: {_ensure_cli_key(settings)}")
+    if flower and _has_module("flower"):
+        commands["flower"] = [*me, "flower"]  # the same checks as `agenticore flower`
+        auth = ensure_flower_auth(settings)
+        where = f"user and password in {auth}" if auth else "FLOWER_BASIC_AUTH"
+        console.print(f"Flower: http://{settings.flower_host}:{settings.flower_port}  ({where})")
     children = {name: subprocess.Popen(argv) for name, argv in commands.items()}
     stopping = False
 
@@ -170,6 +199,81 @@ def up(
     dead = [name for name, child in children.items() if child.returncode not in (0, -15, None)]
     if dead and not stopping:
         _fail(f"{', '.join(dead)} exited unexpectedly", code=1)
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Manage API keys. Works on the key store directly (Redis or HOME/keys), like drain.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option("--name", help="who or what uses the key")],
+    role: Annotated[str, typer.Option("--role", help="viewer | operator | admin")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key; it is printed once (the last line), and only its hash is stored."""
+    record, key = _key_store_call(lambda store: store.create(name, role))
+    if as_json:
+        print(json.dumps({"id": record.id, "key": key}))
+        return
+    print(f"created key {record.id} ({record.name}, {record.role.value}); it is shown only now:")
+    print(key)
+
+
+@keys_app.command("list")
+def list_keys(as_json: JsonOption = False) -> None:
+    """List keys (never their secrets)."""
+    records = _key_store_call(lambda store: store.list())
+    if as_json:
+        _print_json([record.public() for record in records])
+        return
+    table = Table("id", "name", "role", "created", "revoked", box=None, header_style="bold")
+    for r in records:
+        revoked = r.revoked.isoformat(timespec="seconds") if r.revoked else "-"
+        table.add_row(r.id, r.name, r.role.value, r.created.isoformat(timespec="seconds"), revoked)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: Annotated[str, typer.Argument(help="the key's id")]) -> None:
+    """Revoke a key; API processes refuse it within API_KEY_CACHE_SECONDS."""
+    settings = get_settings()
+    record = _key_store_call(lambda store: store.revoke(key_id))
+    console.print(
+        f"revoked key {record.id} ({record.name}); the API refuses it within "
+        f"{settings.api_key_cache_seconds:g}s"
+    )
+
+
+def _key_store_call(action: Any) -> Any:
+    try:
+        return action(KeyStore(get_settings()))
+    except (InvalidRequest, ApiKeyNotFound) as exc:
+        _fail(str(exc), code=2)
+    except (OSError, redis.RedisError) as exc:
+        _fail(f"cannot reach the key store: {exc}", code=1)
+
+
+def _ensure_cli_key(settings: Settings) -> str:
+    """An admin key for the local CLI in HOME/cli.key (0600), made the first time."""
+    path = settings.home / CLI_KEY_FILE
+    store = KeyStore(settings)
+    if not path.exists():
+        _, key = store.create("cli (agenticore up)", Role.ADMIN)
+        atomic_write(path, key + "\n")  # mkstemp: 0600
+        path.chmod(0o600)
+        return f"admin key written to {path} (the CLI uses it; AGENTICORE_API_KEY overrides)"
+    if settings.auth_disabled or store.verify(path.read_text().strip()) is not None:
+        return f"{path} (AGENTICORE_API_KEY overrides)"
+    return (
+        f"[yellow]{path} is not a valid key for this store[/] (revoked, or made for another "
+        "store); delete it and restart to get a new one"
+    )
 
 
 # -- jobs --------------------------------------------------------------------------------
@@ -325,7 +429,19 @@ def status(as_json: JsonOption = False, api: ApiOption = None) -> None:
 
 
 def _client(api: str | None) -> Client:
-    return Client(api or get_settings().api_url)
+    settings = get_settings()
+    return Client(api or settings.api_url, api_key=_api_key(settings))
+
+
+def _api_key(settings: Settings) -> str | None:
+    """AGENTICORE_API_KEY, else the key `agenticore up` wrote to HOME/cli.key."""
+    key = os.environ.get("AGENTICORE_API_KEY", "").strip()
+    if key:
+        return key
+    try:
+        return (settings.home / CLI_KEY_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -334,6 +450,15 @@ def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
     except ApiUnavailable as exc:
         _fail(f"{exc}\nIs it running? Start it with: agenticore up", code=1)
     except ApiError as exc:
+        client = getattr(method, "__self__", None)
+        if exc.status_code == 401 and isinstance(client, Client) and not client.has_key:
+            _fail(
+                f"the API refused the request: {exc.detail}. Set AGENTICORE_API_KEY "
+                "(agenticore keys create), or start locally with agenticore up (HOME/cli.key)",
+                code=2,
+            )
+        if exc.status_code in (401, 403):
+            _fail(f"the API refused the key: {exc.detail}", code=2)
         # 4xx is the caller's to fix; a busy fleet (429) or a server error is not
         _fail(exc.detail, code=2 if exc.status_code < 500 and exc.status_code != 429 else 1)
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,14 @@ from agenticore.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from agenticore.files import atomic_write, private_dir
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
-from agenticore.models import Job, JobStatus, PrStatus, can_transition, valid_job_id
+from agenticore.models import (
+    Job,
+    JobStatus,
+    PrStatus,
+    Submitter,
+    can_transition,
+    valid_job_id,
+)
 from agenticore.redaction import redact_text
 
 __all__ = ["JobStore"]
@@ -165,6 +173,7 @@ class JobStore:
 
     def _write(self, job: Job, previous: JobStatus | None) -> None:
         self._write_file(job)
+        self._claim_session(job)
         if self.redis is None:
             return
         key = self.keys.job(job.id)
@@ -187,6 +196,46 @@ class JobStore:
         except redis.RedisError as exc:
             # the file already holds the record: degrade, do not fail the job
             log.warning("job %s: Redis write failed (%s); kept in the file store", job.id, exc)
+
+    def session_owner(self, session_id: str) -> Submitter | None:
+        """The key whose job first ran ``session_id``: Redis, else the file index; None if
+        no job with a submitter has used it."""
+        if not valid_job_id(session_id):
+            return None
+        if self.redis is not None:
+            try:
+                raw = self.redis.get(self.keys.session_owner(session_id))
+            except redis.RedisError as exc:
+                log.warning("session %s: Redis read failed (%s); using the file index",
+                            session_id, exc)  # fmt: skip
+                raw = None
+            if raw:
+                return Submitter.model_validate_json(str(raw))
+        try:
+            return Submitter.model_validate_json(self._session_path(session_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    def _claim_session(self, job: Job) -> None:
+        """Records who owns the job's session, first writer wins: a later job resuming it
+        (an admin's, say) does not take it over."""
+        if job.session_id is None or job.submitted_by is None or not valid_job_id(job.session_id):
+            return
+        path = self._session_path(job.session_id)
+        if not path.exists():
+            _create_once(path, job.submitted_by.model_dump_json())
+        if self.redis is None:
+            return
+        owner = path.read_text()  # the winner, whichever writer it was
+        try:
+            key = self.keys.session_owner(job.session_id)
+            self.redis.set(key, owner, nx=True, ex=self.settings.job_ttl_seconds)
+        except redis.RedisError as exc:
+            log.warning("session %s: Redis write failed (%s); kept in the file index",
+                        job.session_id, exc)  # fmt: skip
+
+    def _session_path(self, session_id: str) -> Path:
+        return self.dir / "sessions" / session_id
 
     def _path(self, job_id: str) -> Path:
         return self.dir / f"{job_id}.json"
@@ -251,6 +300,22 @@ class JobStore:
                 if len(jobs) == limit:
                     break
         return jobs
+
+
+def _create_once(path: Path, text: str) -> None:
+    """Writes ``path`` unless it exists; of racing writers exactly one wins, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # fails if the name exists, unlike rename
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _redacted(fields: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from agenticore import __version__, logs
+from agenticore.apikeys import KeyStore, exposure_error
 from agenticore.config import Settings, get_settings
 from agenticore.errors import (
     AgenticoreError,
@@ -23,7 +24,7 @@ from agenticore.jobs import JobStore
 from api.deps import AppState
 from api.dispatch import Dispatcher
 from api.limits import BodyLimit
-from api.routes import health, jobs, profiles, status
+from api.routes import health, jobs, keys, profiles, status
 from api.schemas import ERROR_RESPONSES
 
 __all__ = ["app", "create_app"]
@@ -43,8 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
+        if reason := exposure_error(resolved, resolved.host):  # `agenticore serve` checks too
+            raise RuntimeError(reason)
         dispatcher = Dispatcher(resolved)
-        app.state.agenticore = AppState(resolved, JobStore(resolved), dispatcher)
+        app.state.agenticore = AppState(
+            resolved, JobStore(resolved), dispatcher, KeyStore(resolved)
+        )
         yield
         dispatcher.close()
 
@@ -56,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(health.router)
     app.include_router(status.router)
+    app.include_router(keys.router)
     app.add_exception_handler(AgenticoreError, _agenticore_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     return app

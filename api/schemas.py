@@ -7,10 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agenticore.models import JobSpec, JobStatus, PrStatus
+from agenticore.apikeys import Role
+from agenticore.models import JobSpec, JobStatus, PrStatus, Submitter
 
 __all__ = [
     "ERROR_RESPONSES",
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyPublic",
+    "ApiKeysPublic",
     "BreakerPublic",
     "ErrorResponse",
     "FleetStatus",
@@ -74,6 +79,7 @@ class JobPublic(BaseModel):
     pr_number: int | None
     pr_error: str | None
     pr_attempts: int
+    submitted_by: Submitter | None
 
 
 class JobsPublic(BaseModel):
@@ -124,6 +130,30 @@ class FleetStatus(BaseModel):
     breakers: list[BreakerPublic]
     queue_depth: int
     running: int
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    name: str
+    role: Role
+    created: datetime
+    revoked: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="the secret key; shown this once, never stored")
+
+
+class ApiKeysPublic(BaseModel):
+    data: list[ApiKeyPublic]
+    count: int
 
 
 class ValidationIssue(BaseModel):
