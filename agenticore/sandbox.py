@@ -167,8 +167,8 @@ def startup_warning(settings: Settings) -> str | None:
         return None
     return (
         f"agents run as the worker's own user ({agent.name}): {agent.reason}. A hostile agent "
-        "could read this worker's secrets (forge tokens, the Redis password) through /proc. "
-        "Run the worker as root with AGENTICORE_AGENT_USER (see SECURITY.md)."
+        "could read this worker's secrets (forge tokens, the Redis password) through /proc; "
+        "see 'Deploying safely' in SECURITY.md."
     )
 
 
