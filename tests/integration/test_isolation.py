@@ -19,11 +19,8 @@ from tests.conftest import FORGE_TOKEN, Fleet, forge_settings, running_fleet
 from tests.fake_forge import FakeForge
 from tests.helpers import FAKE_CLAUDE, free_port, git, wait_for
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a worker that runs as root"),
-]
+pytestmark = [pytest.mark.integration]
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a worker run as root")
 
 REDIS_PASSWORD = "redis-pw-Kq93vXz0aT7mB2"
 AWS_SECRET = "aws-secret-Hn2Lq8ZpW4xY7c"
@@ -87,6 +84,8 @@ def hostile_fleet(
         yield fleet
 
 
+@root_only
+@pytest.mark.slow
 def test_given_root_and_a_reachable_home_then_agents_run_as_nobody(sandbox_root: Path) -> None:
     settings = Settings(home=sandbox_root / "home-check", agent_user="auto")
 
@@ -95,6 +94,8 @@ def test_given_root_and_a_reachable_home_then_agents_run_as_nobody(sandbox_root:
     assert agent.isolated and agent.name == "nobody", agent.reason
 
 
+@root_only
+@pytest.mark.slow
 def test_given_a_hostile_agent_then_it_finds_no_secret_and_runs_nothing_in_the_worker(
     hostile_fleet: Fleet, sandbox_root: Path, forge: FakeForge
 ) -> None:
@@ -128,6 +129,8 @@ def test_given_a_hostile_agent_then_it_finds_no_secret_and_runs_nothing_in_the_w
     assert "docs: notes" in pushed.splitlines()
 
 
+@root_only
+@pytest.mark.slow
 def test_given_an_agent_that_replaces_dot_git_then_the_worker_refuses_it_and_runs_nothing(
     hostile_fleet: Fleet, sandbox_root: Path, forge: FakeForge
 ) -> None:
@@ -141,6 +144,14 @@ def test_given_an_agent_that_replaces_dot_git_then_the_worker_refuses_it_and_run
     assert list(drop.glob("evil-ran-*")) == []
     _assert_no_secret(drop)
     assert git(forge.git_root / "acme" / "widgets.git", "branch", "--list", done["branch"]) == ""
+
+
+def test_given_agents_that_share_the_workers_uid_then_the_worker_warns_once(fleet: Fleet) -> None:
+    # the shared fleet lives in pytest's private tmp folder: no other uid can reach it
+    log = (fleet.logs / "worker.log").read_text()
+
+    assert log.count("agents run as the worker's own user") == 1
+    assert "SECURITY.md" in log
 
 
 def _settled(fleet: Fleet, job_id: str) -> dict[str, object]:
