@@ -23,7 +23,7 @@ Clocks: submit times are ``time.time()`` in this process, just before each POST;
 finish are the job record's ``started_at``/``finished_at`` (the worker's ``datetime.now``,
 same host, same wall clock); spawn is the mtime of ``jobs/<id>/stderr.log``, which the
 supervisor creates immediately before ``Popen``; agent start is the mtime of the session
-folder the agent creates under ``jobs/<id>/.claude/projects/`` as its first file, moments
+folder the agent creates under ``agents/<id>/.claude/projects/`` as its first file, moments
 after it starts (the fake's ``FAKE_CLAUDE_STARTS_FILE`` lines carry no job id, so they are
 used to count starts and to check that proxy). File mtimes are the kernel's coarse clock:
 they lag ``time.time()`` by up to one tick (~4 ms).
@@ -274,6 +274,8 @@ class Bench:
             port=port,
             api_url=f"http://127.0.0.1:{port}",
             worker_name=f"bench-{backend}-{tag}",
+            # the fake agent reports its starts there; agents get only allow-listed names
+            agent_env_allow=["FAKE_CLAUDE_STARTS_FILE"],
         )
         self.env = child_env(self.settings, {"FAKE_CLAUDE_STARTS_FILE": str(self.starts_file)})
         self.services = Services()
@@ -538,7 +540,8 @@ class Bench:
             stderr = (job_dir / "stderr.log").stat()
             if stderr.st_size == 0:  # untouched since the supervisor created it
                 timing.spawn = stderr.st_mtime
-        sessions = sorted((job_dir / ".claude" / "projects").glob("*"))
+        agent_home = self.home / "agents" / record["id"]
+        sessions = sorted((agent_home / ".claude" / "projects").glob("*"))
         if len(sessions) == 1:
             timing.agent = sessions[0].stat().st_mtime
         return timing
