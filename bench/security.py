@@ -101,11 +101,10 @@ def bench_keys(root: Path, rounds: int) -> dict[str, Any]:
         ("request_with_key", {}, {"Authorization": f"Bearer {key}"}),
         ("request_auth_disabled", {"auth_disabled": True}, {}),
     ):
-        with api(settings.model_copy(update={"port": free_port(), **values})) as url:
-            client = httpx.Client(base_url=url, headers=headers)
+        served = settings.model_copy(update={"port": free_port(), **values})
+        with api(served) as url, httpx.Client(base_url=url, headers=headers) as client:
             client.get("/profiles").raise_for_status()  # warm: the key is verified once
-            with client:
-                figures[name] = timed(lambda c=client: c.get("/profiles"), rounds)  # type: ignore[misc]
+            figures[name] = timed(lambda c=client: c.get("/profiles"), rounds)  # type: ignore[misc]
     return figures
 
 
