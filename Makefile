@@ -20,6 +20,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) -m bench.pipeline
 	$(PYTHON) -m bench.pulls
+	$(PYTHON) -m bench.security
 
 demo: $(STAMP)
 	bash scripts/demo.sh
