@@ -14,7 +14,15 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["HOME_MODE", "PRIVATE_DIR", "PRIVATE_FILE", "atomic_write", "make_dirs", "private_dir"]
+__all__ = [
+    "HOME_MODE",
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "atomic_write",
+    "make_dirs",
+    "private_dir",
+    "read_regular",
+]
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -71,6 +79,22 @@ def private_dir(path: Path, *, home: Path | None = None) -> Path:
     make_dirs(path)
     _tighten(path, keep=PRIVATE_DIR)
     return path
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of ``path`` if it is a regular file, else None: for files
+    another uid could have swapped for a symlink, a FIFO or a device (never followed, never
+    blocked on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def _tighten(folder: Path, *, keep: int) -> None:

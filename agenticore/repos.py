@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,11 +37,12 @@ import git
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
-from agenticore.files import atomic_write
+from agenticore.files import atomic_write, make_dirs, read_regular
 from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import GIT_REF, Job
 from agenticore.redaction import has_credentials, redact_text, redact_url
+from agenticore.sandbox import AgentIdentity, as_user, hand_over, resolve_identity
 
 __all__ = ["RepoCache", "Workspace", "repo_key", "validate_repo_url"]
 
@@ -69,6 +71,14 @@ _clean_configs: dict[Path, tuple[int, int, int, int]] = {}
 _OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _ABBREV_ID = re.compile(r"^[0-9a-f]{7,64}$")
 _HEAD_MAX_BYTES = 512
+
+
+def _agent_objects_env(workspace: Workspace) -> dict[str, str]:
+    assert workspace.repo_dir is not None and workspace.objects is not None
+    return {
+        "GIT_OBJECT_DIRECTORY": str(workspace.objects),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(workspace.repo_dir / "objects"),
+    }
 
 
 def repo_key(url: str) -> str:
@@ -114,12 +124,17 @@ class Workspace:
     base_ref: str | None = None
     base_sha: str | None = None
     repo_dir: Path | None = None  # the cache, for jobs with a repo
+    gitdir: Path | None = None  # the worktree's own git folder (HEAD, index), the agent's
     objects: Path | None = None  # the agent's own object folder
 
 
 class RepoCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    @property
+    def agent(self) -> AgentIdentity:
+        return resolve_identity(self.settings)
 
     def repo_dir(self, url: str) -> Path:
         return self.settings.repos_dir / repo_key(url) / "repo"
@@ -135,31 +150,31 @@ class RepoCache:
             return True
 
     def create_workspace(self, job: Job) -> Workspace:
-        """The job's own working directory: a worktree of its repo, or an empty scratch dir."""
+        """The job's own working directory, the agent's: a worktree of its repo with HEAD
+        detached at the job branch, or an empty scratch dir.
+
+        The worktree's git folder lives in the agent's own space, not in the cache, so no
+        git command of the cache ever reads a file the agent wrote; the cache never lists
+        it (it is no ``git worktree``). Its files are checked out as the agent, so the
+        worker never writes into, nor changes the owner of, anything inside it.
+        """
         path = self.settings.worktrees_dir / job.id
+        self._prepare_root(self.settings.worktrees_dir)
         if job.repo_url is None:
-            path.mkdir(parents=True, exist_ok=True)
+            self._agent_dir(path)
             return Workspace(path=path)
         with self._lock(job.repo_url):
             base_ref, base_sha = self._resolve_base(job.repo_url, job.base_ref)
             workspace = self._workspace(job, base_ref, base_sha)
-            repo_dir = self.repo_dir(job.repo_url)
             if (path / ".git").exists():
                 # a redelivered attempt continues in the worktree its predecessor left
                 self._sync_agent_head(workspace)
                 return workspace
-            shutil.rmtree(path, ignore_errors=True)
-            self._git(job.repo_url, repo_dir, "worktree", "prune")
-            if self._head_of(workspace) is None:
-                self._git(job.repo_url, repo_dir, "branch", workspace.branch or "", base_sha)
-            # detached: the agent's commits move only its own HEAD; the branch is ours
-            self._git(
-                job.repo_url, repo_dir, "worktree", "add", "--detach", str(path),
-                f"refs/heads/{workspace.branch}",
-            )  # fmt: skip
-        assert workspace.objects is not None
-        workspace.objects.mkdir(parents=True, exist_ok=True)
-        self._check_gitfile(workspace)
+            head = self._head_of(workspace)
+            if head is None:
+                self._data_git(workspace, "branch", workspace.branch or "", base_sha)
+                head = base_sha
+            self._checkout(workspace, head)
         return workspace
 
     def existing_workspace(self, job: Job) -> Workspace | None:
@@ -169,19 +184,12 @@ class RepoCache:
         workspace = self._workspace(job, job.base_ref, job.base_sha)
         return workspace if (workspace.path / ".git").exists() else None
 
-    def agent_writable(self, workspace: Workspace) -> list[Path]:
-        """What the agent must own: its worktree and the worktree's admin folder."""
-        admin = self._admin_dir(workspace)
-        return [workspace.path] + ([admin] if admin is not None else [])
-
     def agent_git_env(self, workspace: Workspace) -> dict[str, str]:
         """Environment that lets the agent use git in its worktree without writing the cache:
         new objects go to its own folder, the cache's objects are read as alternates."""
         if workspace.repo_dir is None or workspace.objects is None:
             return {}
-        return {
-            "GIT_OBJECT_DIRECTORY": str(workspace.objects),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(workspace.repo_dir / "objects"),
+        return _agent_objects_env(workspace) | {
             # the worktree belongs to the agent's uid, the cache to the worker's
             "GIT_CONFIG_COUNT": "2",
             "GIT_CONFIG_KEY_0": "safe.directory",
@@ -201,13 +209,10 @@ class RepoCache:
                         self._adopt(workspace)
                     except RepoError as exc:
                         log.warning("job %s: agent commits not adopted: %s", job.id, exc)
-                shutil.rmtree(path, ignore_errors=True)
-                admin = self._admin_dir(workspace)
-                if admin is not None:
-                    shutil.rmtree(admin, ignore_errors=True)
-                self._git(job.repo_url, self.repo_dir(job.repo_url), "worktree", "prune")
+            for folder in (workspace.gitdir, workspace.objects):
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(path, ignore_errors=True)
-        shutil.rmtree(self._objects_dir(job.id), ignore_errors=True)
 
     def changes(self, workspace: Workspace) -> tuple[list[str], str | None]:
         """Files the agent left changed, and the branch head if the agent committed."""
@@ -236,8 +241,11 @@ class RepoCache:
             name, email = self.settings.git_author_name, self.settings.git_author_email
             identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
                         for what, value in (("NAME", name), ("EMAIL", email))}  # fmt: skip
+            # the tree's objects are in the agent's folder; the commit joins them there
             commit = self._data_git(workspace, "commit-tree", tree, "-p", head, "-m", message,
-                                    env=identity)  # fmt: skip
+                                    env=identity | _agent_objects_env(workspace),
+                                    as_agent=True)  # fmt: skip
+        self._import(workspace, commit, head)
         self._data_git(workspace, "update-ref", f"refs/heads/{workspace.branch}", commit, head)
         return commit
 
@@ -262,41 +270,64 @@ class RepoCache:
 
     def _workspace(self, job: Job, base_ref: str | None, base_sha: str | None) -> Workspace:
         assert job.repo_url is not None
+        home = self.settings.agent_homes_dir / job.id
         return Workspace(
             path=self.settings.worktrees_dir / job.id,
             branch=f"agenticore/{job.short_id}",
             base_ref=base_ref,
             base_sha=base_sha,
             repo_dir=self.repo_dir(job.repo_url),
-            objects=self._objects_dir(job.id),
+            gitdir=home / "git",
+            objects=home / "git-objects",
         )
 
-    def _objects_dir(self, job_id: str) -> Path:
-        return self.settings.agent_homes_dir / job_id / "git-objects"
+    def _prepare_root(self, root: Path) -> None:
+        """Agents pass through the worktree root to their own worktree, never list it."""
+        make_dirs(root, 0o711)
+        if root.is_relative_to(self.settings.home):
+            root.chmod(0o711)
 
-    @staticmethod
-    def _admin_dir(workspace: Workspace) -> Path | None:
-        # git names a worktree's admin folder after the worktree's folder (the job id)
-        if workspace.repo_dir is None:
-            return None
-        return workspace.repo_dir / "worktrees" / workspace.path.name
+    def _agent_dir(self, path: Path) -> None:
+        """An empty folder of the agent's own (0700), made by us: nothing of it to follow."""
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        make_dirs(path.parent, 0o711)
+        path.mkdir(mode=0o700, exist_ok=True)
+        hand_over([path], self.agent)
+
+    def _checkout(self, workspace: Workspace, head: str) -> None:
+        """A linked worktree by hand: the git folder (HEAD detached at ``head``, index,
+        ``commondir`` pointing at the cache) and the files, checked out as the agent."""
+        assert workspace.gitdir is not None and workspace.objects is not None
+        assert workspace.repo_dir is not None
+        self._prepare_root(self.settings.agent_homes_dir)
+        self._agent_dir(workspace.gitdir.parent)  # the agent's home
+        for folder in (workspace.path, workspace.gitdir, workspace.objects):
+            shutil.rmtree(folder, ignore_errors=True)
+            self._agent_dir(folder)
+        files = {
+            "HEAD": f"{head}\n",
+            "commondir": f"{workspace.repo_dir}\n",
+            "gitdir": f"{workspace.path / '.git'}\n",
+        }
+        for name, text in files.items():
+            atomic_write(workspace.gitdir / name, text, durable=False)
+        (workspace.path / ".git").write_text(f"gitdir: {workspace.gitdir}\n")
+        hand_over([workspace.gitdir, workspace.path / ".git"], self.agent)
+        self._data_git(workspace, "read-tree", "--reset", "-u", head, work_tree=True,
+                       env={"GIT_INDEX_FILE": str(workspace.gitdir / "index")},
+                       as_agent=True)  # fmt: skip
 
     def _check_gitfile(self, workspace: Workspace) -> None:
-        """The worktree's ``.git`` must still be the file git wrote, pointing into the cache:
-        an agent that replaced it gets its run refused, not its repository trusted."""
+        """The worktree's ``.git`` must still be the file we wrote, pointing at its git
+        folder: an agent that replaced it gets its run refused, not its repository trusted."""
         dotgit = workspace.path / ".git"
-        expected = f"gitdir: {self._admin_dir(workspace)}"
-        try:
-            fd = os.open(dotgit, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as handle:
-                if not os.path.isfile(f"/proc/self/fd/{handle.fileno()}"):
-                    raise OSError("not a regular file")
-                content = handle.read(4096).decode("utf-8", "replace").strip()
-        except OSError:
-            content = None
-        if content != expected:
+        content = read_regular(dotgit, 4096)
+        if content is None or content.decode("utf-8", "replace").strip() != (
+            f"gitdir: {workspace.gitdir}"
+        ):
             raise RepoError(
-                f"worktree_tampered: {dotgit} no longer points into the repo cache",
+                f"worktree_tampered: {dotgit} no longer points at the job's git folder",
                 repo=str(workspace.repo_dir),
             )
 
@@ -311,15 +342,9 @@ class RepoCache:
 
     def _agent_head(self, workspace: Workspace) -> str | None:
         """The commit the agent's worktree HEAD names (data the agent wrote: checked)."""
-        admin = self._admin_dir(workspace)
-        if admin is None:
-            return None
-        try:
-            fd = os.open(admin / "HEAD", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as handle:
-                text = handle.read(_HEAD_MAX_BYTES).decode("ascii", "replace").strip()
-        except OSError:
-            return None
+        assert workspace.gitdir is not None
+        raw = read_regular(workspace.gitdir / "HEAD", _HEAD_MAX_BYTES)
+        text = raw.decode("ascii", "replace").strip() if raw is not None else ""
         if _OBJECT_ID.match(text):
             return text
         ref = text.removeprefix("ref: ")
@@ -353,16 +378,21 @@ class RepoCache:
             return head
         if self._contains(workspace, head, agent):
             return head  # adopted earlier, with our own commits (salvage, leftovers) on top
+        self._import(workspace, agent, head)
+        self._data_git(workspace, "update-ref", f"refs/heads/{workspace.branch}", agent, head)
+        return agent
+
+    def _import(self, workspace: Workspace, commit: str, head: str) -> None:
+        """Copies what ``commit`` needs beyond ``head`` from the agent's objects into the
+        cache, every object re-hashed on the way in."""
         with tempfile.TemporaryDirectory(prefix="agenticore-adopt-") as tmp:
             revs, pack = Path(tmp) / "revs", Path(tmp) / "pack"
-            revs.write_text(f"{agent}\n^{head}\n")
+            revs.write_text(f"{commit}\n^{head}\n")
             with revs.open("rb") as stdin, pack.open("wb") as stdout:
                 self._data_git(workspace, "pack-objects", "--revs", "--stdout", "--quiet",
                                alternates=True, stdin=stdin, stdout=stdout)  # fmt: skip
             with pack.open("rb") as stdin:
                 self._data_git(workspace, "index-pack", "--stdin", "--fix-thin", stdin=stdin)
-        self._data_git(workspace, "update-ref", f"refs/heads/{workspace.branch}", agent, head)
-        return agent
 
     def _contains(self, workspace: Workspace, head: str, commit: str) -> bool:
         try:
@@ -375,25 +405,27 @@ class RepoCache:
     def _sync_agent_head(self, workspace: Workspace) -> None:
         """Points a reused worktree's HEAD and index at the job branch, which may have moved
         past the agent's last commit (salvage), so the next attempt builds on all of it."""
+        assert workspace.gitdir is not None
         head = self._adopt(workspace)
-        admin = self._admin_dir(workspace)
-        assert admin is not None
-        # index.lock is created exclusively and renamed over: no agent symlink is followed
-        self._data_git(workspace, "read-tree", head, env={"GIT_INDEX_FILE": str(admin / "index")})
-        # written as a file: git run on the admin folder would read its (agent-written) config
-        atomic_write(admin / "HEAD", f"{head}\n", durable=False)
+        atomic_write(workspace.gitdir / "HEAD", f"{head}\n", durable=False)
+        hand_over([workspace.gitdir / "HEAD"], self.agent)
+        self._data_git(workspace, "read-tree", head, as_agent=True,
+                       env={"GIT_INDEX_FILE": str(workspace.gitdir / "index")})  # fmt: skip
 
     @contextmanager
     def _snapshot(self, workspace: Workspace, head: str) -> Iterator[tuple[str, list[str]]]:
         """The worktree's files as a tree on top of ``head``, built in a private index, and
-        the paths that differ from ``head``."""
+        the paths that differ from ``head``. Run as the agent: the worktree is its, so
+        whatever a file in it points at is read with the agent's rights, never ours; the
+        new objects go to the agent's folder."""
         with tempfile.TemporaryDirectory(prefix="agenticore-index-") as tmp:
-            index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            self._data_git(workspace, "read-tree", head, env=index)
-            self._data_git(workspace, "add", "-A", env=index, work_tree=True)
+            hand_over([Path(tmp)], self.agent)
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")} | _agent_objects_env(workspace)
+            self._data_git(workspace, "read-tree", head, env=env, as_agent=True)
+            self._data_git(workspace, "add", "-A", env=env, work_tree=True, as_agent=True)
             names = self._data_git(workspace, "diff-index", "--cached", "--name-only", "-z",
-                                   head, env=index)  # fmt: skip
-            tree = self._data_git(workspace, "write-tree", env=index)
+                                   head, env=env, as_agent=True)  # fmt: skip
+            tree = self._data_git(workspace, "write-tree", env=env, as_agent=True)
             yield tree, sorted(name for name in names.split("\0") if name)
 
     def _data_git(
@@ -403,32 +435,44 @@ class RepoCache:
         env: dict[str, str] | None = None,
         alternates: bool = False,
         work_tree: bool = False,
+        as_agent: bool = False,
         stdin: BinaryIO | None = None,
         stdout: BinaryIO | None = None,
     ) -> str:
-        """A local git command on the cache; ``work_tree``: with the worktree's files as its
-        work tree (never its ``.git``); ``alternates``: seeing the agent's objects too."""
+        """A local git command on the cache, in a minimal environment (a file the agent swaps
+        in as a symlink to ``/proc/self/environ`` finds nothing in it). ``work_tree``: with
+        the worktree's files as its work tree (never its ``.git``); ``alternates``: seeing
+        the agent's objects too; ``as_agent``: run as the agent's uid."""
         assert workspace.repo_dir is not None and workspace.objects is not None
-        extra = dict(env or {})
+        extra = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
         if alternates:
             extra["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(workspace.objects)
+        extra |= env or {}
         where = [f"--git-dir={workspace.repo_dir}"]
         if work_tree:
             where.append(f"--work-tree={workspace.path}")
-        cwd = workspace.path if work_tree else workspace.repo_dir
+        argv = ["git", *_HARDENED, *where, *args]
+        if as_agent:
+            argv = as_user(argv, self.agent)
         try:
-            out = git.Git(cwd).execute(
-                ["git", *_HARDENED, *where, *args],
+            done = subprocess.run(
+                argv,
+                cwd=workspace.path if work_tree else workspace.repo_dir,
                 env=_GIT_ENV | extra,
-                istream=stdin,
-                output_stream=stdout,
-                kill_after_timeout=self.settings.clone_timeout_seconds,
+                stdin=stdin or subprocess.DEVNULL,
+                stdout=stdout or subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=self.settings.clone_timeout_seconds,
+                check=False,
             )
-        except git.GitCommandError as exc:
-            detail = redact_text(str(exc.stderr or exc).strip())
+        except subprocess.TimeoutExpired:
+            raise RepoError(f"git {args[0]} timed out in {workspace.path}",
+                            repo=str(workspace.repo_dir)) from None  # fmt: skip
+        if done.returncode != 0:
+            detail = redact_text(done.stderr.decode("utf-8", "replace").strip())
             raise RepoError(f"git {args[0]} failed in {workspace.path}: {detail}",
                             repo=str(workspace.repo_dir)) from None  # fmt: skip
-        return out.strip() if isinstance(out, str) else ""
+        return done.stdout.decode("utf-8", "replace").strip() if stdout is None else ""
 
     def _check_config(self, repo_dir: Path) -> None:
         """Puts the cache's config back to the keys Agenticore writes, should anything else

@@ -166,7 +166,7 @@ class JobRunner:
             self.settings, session_id, config.config_dir, workspace.path
         ):
             log.info("job %s: session %s not found locally; the agent decides", job.id, session_id)
-        hand_over([config.home, *self.repos.agent_writable(workspace)], agent)
+        hand_over([config.home], agent)
         argv = backend.command(self.settings, profile, job, config, resume=resume)
         env = backend.environment(dict(os.environ), profile, config)
         spec = ProcessSpec(

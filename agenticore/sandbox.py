@@ -34,6 +34,7 @@ from agenticore.errors import AgentError
 __all__ = [
     "AgentIdentity",
     "agent_environment",
+    "as_user",
     "hand_over",
     "resolve_identity",
     "sandboxed",
@@ -117,8 +118,15 @@ def sandboxed(argv: list[str], agent: AgentIdentity) -> list[str]:
     """
     if not agent.isolated:
         return argv
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *as_user(argv, agent)]
+
+
+def as_user(argv: list[str], agent: AgentIdentity) -> list[str]:
+    """The argv that runs ``argv`` with the agent's rights only (no namespace): for the
+    worker's own commands over what the agent wrote. Unchanged when not isolated."""
+    if not agent.isolated:
+        return argv
     return [
-        "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
         "setpriv", f"--reuid={agent.uid}", f"--regid={agent.gid}", "--clear-groups",
         "--no-new-privs", "--", *argv,
     ]  # fmt: skip
@@ -147,17 +155,23 @@ def agent_environment(
 
 
 def hand_over(paths: Iterable[Path], agent: AgentIdentity) -> None:
-    """Makes the job's own folders the agent's (recursively; symlinks themselves, never
-    their targets). A no-op when the agent shares the worker's uid."""
+    """Makes the job's own files and folders the agent's, recursively. A no-op when the
+    agent shares the worker's uid.
+
+    The walk goes by folder descriptors (``os.fwalk``), never by path, and never follows a
+    symlink: a folder swapped for a link meanwhile is not entered, and each name is changed
+    relative to the folder it was found in. Each folder changes owner after its content,
+    so nothing is the agent's to swap before the walk is past it."""
     if not agent.isolated:
         return
     for root in paths:
-        if not root.exists():
+        if root.is_symlink() or not root.exists():
             continue
-        _chown(root, agent)
-        for folder, dirs, files in os.walk(root):
-            for name in (*dirs, *files):
-                _chown(Path(folder) / name, agent)
+        if root.is_dir():
+            for _, dirs, files, fd in os.fwalk(root, topdown=False, follow_symlinks=False):
+                for name in (*dirs, *files):
+                    os.chown(name, agent.uid, agent.gid, dir_fd=fd, follow_symlinks=False)
+        os.chown(root, agent.uid, agent.gid, follow_symlinks=False)
 
 
 def startup_warning(settings: Settings) -> str | None:
@@ -222,7 +236,3 @@ def _blocked_at(path: Path, agent: AgentIdentity) -> Path | None:
         if not info.st_mode & bit:
             return folder
     return None
-
-
-def _chown(path: Path, agent: AgentIdentity) -> None:
-    os.chown(path, agent.uid, agent.gid, follow_symlinks=False)
