@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "PRIVATE_FILE",
     "atomic_write",
     "make_dirs",
+    "open_beneath",
     "private_dir",
     "read_regular",
 ]
@@ -95,6 +97,31 @@ def read_regular(path: Path, limit: int) -> bytes | None:
         return os.read(fd, limit)
     finally:
         os.close(fd)
+
+
+def open_beneath(root: Path, parts: Sequence[str]) -> int | None:
+    """A read-only descriptor of the regular file ``root/parts…``, reached one folder at a
+    time without following any symlink (a folder of another uid's, swapped for a link to
+    ours, leads nowhere), or None. The caller closes it."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    try:
+        fd = os.open(root, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        for name in parts[:-1]:
+            next_fd = os.open(name, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        file_fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        os.close(file_fd)
+        return None
+    return file_fd
 
 
 def _tighten(folder: Path, *, keep: int) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRequest, ProfileNotFound
+from agenticore.files import make_dirs, open_beneath
 from agenticore.models import PROFILE_NAME, Job, JobSpec, valid_job_id
 
 __all__ = [
@@ -172,13 +175,14 @@ def materialize(
     nothing of the worker's goes in it but the agent's own login: linked to the worker
     user's, or copied (``link_login=False``) for an agent under another uid."""
     home = settings.agent_homes_dir / job.id
-    # other agents may pass through the parent, never list it or enter another's home
-    home.mkdir(parents=True, exist_ok=True)
-    settings.agent_homes_dir.chmod(0o711)
-    home.chmod(0o700)
+    make_dirs(settings.agent_homes_dir, 0o711)
+    home.mkdir(mode=0o700, exist_ok=True)
+    # an earlier attempt's agent owned what is in its home: rebuilt, never written through
+    for name in (".claude", ".mcp.json", "tmp"):
+        _remove(home / name)
     config_dir = home / ".claude"
-    config_dir.mkdir(exist_ok=True)
-    (home / "tmp").mkdir(exist_ok=True)
+    config_dir.mkdir(mode=0o700)
+    (home / "tmp").mkdir(mode=0o700)
     (config_dir / "settings.json").write_text(json.dumps(_settings_json(profile), indent=2))
     if profile.claude_md is not None:
         shutil.copyfile(profile.claude_md, config_dir / "CLAUDE.md")
@@ -190,24 +194,47 @@ def materialize(
     return JobConfig(home=home, config_dir=config_dir, mcp_config=mcp_config)
 
 
-def carry_session(settings: Settings, session_id: str, config_dir: Path, cwd: Path) -> bool:
-    """Copies an earlier job's transcript of ``session_id`` where ``--resume`` looks for it.
+def carry_session(
+    settings: Settings,
+    session_id: str,
+    config_dir: Path,
+    cwd: Path,
+    *,
+    ran_it: Callable[[str], bool],
+) -> bool:
+    """Copies the newest transcript of ``session_id`` where ``--resume`` looks for it, from
+    the home of a job that ran that session (``ran_it(job_id)``, from the job records: an
+    agent cannot place a transcript in another session's name).
 
     The CLI keeps sessions per config dir and per working directory; every job has its own
-    of both, so a resumed session must be carried over. Returns False if none was found.
+    of both, so a resumed session must be carried over. Agent homes are the agents', so the
+    transcript is opened without following any symlink. Returns False if none was found.
     """
     # the id goes into a glob and a file name: only a canonical UUID may (no "*", "/", "..")
     if not _canonical_uuid(session_id):
         raise InvalidRequest("session_id must be a UUID")
-    target = config_dir / "projects" / project_dir_name(cwd) / f"{session_id}.jsonl"
-    if target.exists():
-        return True
-    pattern = f"*/.claude/projects/*/{session_id}.jsonl"
-    found = sorted(settings.agent_homes_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
-    if not found:
+    newest: tuple[float, int] | None = None
+    for found in settings.agent_homes_dir.glob(f"*/.claude/projects/*/{session_id}.jsonl"):
+        job_id, slug = found.parts[-5], found.parts[-2]
+        if not ran_it(job_id):
+            continue
+        fd = open_beneath(settings.agent_homes_dir, [job_id, ".claude", "projects", slug,
+                                                      found.name])  # fmt: skip
+        if fd is None:
+            continue
+        mtime = os.fstat(fd).st_mtime
+        if newest is None or mtime > newest[0]:
+            if newest is not None:
+                os.close(newest[1])
+            newest = (mtime, fd)
+        else:
+            os.close(fd)
+    if newest is None:
         return False
+    target = config_dir / "projects" / project_dir_name(cwd) / f"{session_id}.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(found[-1], target)
+    with os.fdopen(newest[1], "rb") as source, target.open("wb") as copy:
+        shutil.copyfileobj(source, copy)
     return True
 
 
@@ -244,6 +271,14 @@ def _mcp_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("mcpServers", {}), dict):
         raise InvalidRequest(f"{path} must hold {{'mcpServers': {{...}}}}")
     return data if "mcpServers" in data else {"mcpServers": data}
+
+
+def _remove(path: Path) -> None:
+    """Removes a file, a symlink (never its target) or a whole folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
 
 
 def _carry_login(config_dir: Path, *, link: bool) -> None:

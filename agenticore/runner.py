@@ -163,8 +163,9 @@ class JobRunner:
         agent = resolve_identity(self.settings)
         config = materialize(self.settings, profile, job, link_login=not agent.isolated)
         if resume and not carry_session(
-            self.settings, session_id, config.config_dir, workspace.path
-        ):
+            self.settings, session_id, config.config_dir, workspace.path,
+            ran_it=lambda job_id: self._ran_session(job_id, session_id),
+        ):  # fmt: skip
             log.info("job %s: session %s not found locally; the agent decides", job.id, session_id)
         hand_over([config.home], agent)
         argv = backend.command(self.settings, profile, job, config, resume=resume)
@@ -218,7 +219,12 @@ class JobRunner:
             if cgroup is not None:
                 cgroup.remove()
         outcome = backend.outcome(stream, process)
-        outcome.session_id = outcome.session_id or session_id
+        if outcome.session_id not in (None, session_id):
+            # the id names whose conversation it is (resume rights, transcripts carried over):
+            # it is ours to assign, never the agent's to claim
+            log.warning("job %s: the agent reported session %s; keeping %s", job.id,
+                        outcome.session_id, session_id)  # fmt: skip
+        outcome.session_id = session_id
         if outcome.cost_usd is None and meter.estimated_usd:
             outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
         return outcome
@@ -271,6 +277,10 @@ class JobRunner:
             job = self.store.update(job_id, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job
+
+    def _ran_session(self, job_id: str, session_id: str) -> bool:
+        ran = self.store.find(job_id)
+        return ran is not None and ran.session_id == session_id
 
     def _agent_env(self, env: dict[str, str], workspace: Workspace) -> dict[str, str]:
         """The backend's allow-listed environment, plus what the operator lets through

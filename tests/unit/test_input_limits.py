@@ -76,7 +76,7 @@ def test_given_a_session_id_that_is_no_uuid_then_carry_session_refuses_before_gl
     config_dir = tmp_path / "config"
 
     with pytest.raises(InvalidRequest, match="session_id must be a UUID"):
-        carry_session(settings, session, config_dir, tmp_path / "cwd")
+        carry_session(settings, session, config_dir, tmp_path / "cwd", ran_it=lambda _: True)
 
     assert not config_dir.exists()
 
@@ -84,4 +84,6 @@ def test_given_a_session_id_that_is_no_uuid_then_carry_session_refuses_before_gl
 def test_given_a_uuid_session_with_no_transcript_then_carry_session_finds_none(
     settings: Settings, tmp_path: Path
 ) -> None:
-    assert not carry_session(settings, str(uuid.uuid4()), tmp_path / "c", tmp_path / "cwd")
+    assert not carry_session(
+        settings, str(uuid.uuid4()), tmp_path / "c", tmp_path / "cwd", ran_it=lambda _: True
+    )
