@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     claude_bin: str = "claude"
     agent_user: str = Field(
         default="auto",
-        description="user the agent runs as: auto (agenticore-agent or nobody when the worker "
-        "is root), none (the worker's own), or a name/uid",
+        description="who agents run as: auto (a uid of each job's own when the worker is "
+        "root), none (the worker's own), or one user's name/uid for all",
     )
     agent_env_allow: list[str] = Field(
         default_factory=list, description="extra worker env names passed on to agents"

@@ -42,7 +42,7 @@ from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import GIT_REF, Job
 from agenticore.redaction import has_credentials, redact_text, redact_url
-from agenticore.sandbox import AgentIdentity, as_user, hand_over, resolve_identity
+from agenticore.sandbox import AgentIdentity, as_user, for_job, hand_over, resolve_identity
 
 __all__ = ["RepoCache", "Workspace", "repo_key", "validate_repo_url"]
 
@@ -79,6 +79,11 @@ def _agent_objects_env(workspace: Workspace) -> dict[str, str]:
         "GIT_OBJECT_DIRECTORY": str(workspace.objects),
         "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(workspace.repo_dir / "objects"),
     }
+
+
+def _agent(workspace: Workspace) -> AgentIdentity:
+    assert workspace.agent is not None, "workspaces are made by RepoCache"
+    return workspace.agent
 
 
 def repo_key(url: str) -> str:
@@ -126,15 +131,16 @@ class Workspace:
     repo_dir: Path | None = None  # the cache, for jobs with a repo
     gitdir: Path | None = None  # the worktree's own git folder (HEAD, index), the agent's
     objects: Path | None = None  # the agent's own object folder
+    agent: AgentIdentity | None = None  # who the job's agent runs as
 
 
 class RepoCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    @property
-    def agent(self) -> AgentIdentity:
-        return resolve_identity(self.settings)
+    def agent_of(self, job: Job) -> AgentIdentity:
+        """Who ``job``'s agent runs as (and the worker's commands over its files)."""
+        return for_job(resolve_identity(self.settings), job.id)
 
     def repo_dir(self, url: str) -> Path:
         return self.settings.repos_dir / repo_key(url) / "repo"
@@ -161,8 +167,9 @@ class RepoCache:
         path = self.settings.worktrees_dir / job.id
         self._prepare_root(self.settings.worktrees_dir)
         if job.repo_url is None:
-            self._agent_dir(path)
-            return Workspace(path=path)
+            workspace = Workspace(path=path, agent=self.agent_of(job))
+            self._agent_dir(workspace, path)
+            return workspace
         with self._lock(job.repo_url):
             base_ref, base_sha = self._resolve_base(job.repo_url, job.base_ref)
             workspace = self._workspace(job, base_ref, base_sha)
@@ -279,6 +286,7 @@ class RepoCache:
             repo_dir=self.repo_dir(job.repo_url),
             gitdir=home / "git",
             objects=home / "git-objects",
+            agent=self.agent_of(job),
         )
 
     def _prepare_root(self, root: Path) -> None:
@@ -287,13 +295,14 @@ class RepoCache:
         if root.is_relative_to(self.settings.home):
             root.chmod(0o711)
 
-    def _agent_dir(self, path: Path) -> None:
+    @staticmethod
+    def _agent_dir(workspace: Workspace, path: Path) -> None:
         """An empty folder of the agent's own (0700), made by us: nothing of it to follow."""
         if path.is_symlink() or path.is_file():
             path.unlink()
         make_dirs(path.parent, 0o711)
         path.mkdir(mode=0o700, exist_ok=True)
-        hand_over([path], self.agent)
+        hand_over([path], _agent(workspace))
 
     def _checkout(self, workspace: Workspace, head: str) -> None:
         """A linked worktree by hand: the git folder (HEAD detached at ``head``, index,
@@ -301,10 +310,10 @@ class RepoCache:
         assert workspace.gitdir is not None and workspace.objects is not None
         assert workspace.repo_dir is not None
         self._prepare_root(self.settings.agent_homes_dir)
-        self._agent_dir(workspace.gitdir.parent)  # the agent's home
+        self._agent_dir(workspace, workspace.gitdir.parent)  # the agent's home
         for folder in (workspace.path, workspace.gitdir, workspace.objects):
             shutil.rmtree(folder, ignore_errors=True)
-            self._agent_dir(folder)
+            self._agent_dir(workspace, folder)
         files = {
             "HEAD": f"{head}\n",
             "commondir": f"{workspace.repo_dir}\n",
@@ -313,7 +322,7 @@ class RepoCache:
         for name, text in files.items():
             atomic_write(workspace.gitdir / name, text, durable=False)
         (workspace.path / ".git").write_text(f"gitdir: {workspace.gitdir}\n")
-        hand_over([workspace.gitdir, workspace.path / ".git"], self.agent)
+        hand_over([workspace.gitdir, workspace.path / ".git"], _agent(workspace))
         self._data_git(workspace, "read-tree", "--reset", "-u", head, work_tree=True,
                        env={"GIT_INDEX_FILE": str(workspace.gitdir / "index")},
                        as_agent=True)  # fmt: skip
@@ -408,7 +417,7 @@ class RepoCache:
         assert workspace.gitdir is not None
         head = self._adopt(workspace)
         atomic_write(workspace.gitdir / "HEAD", f"{head}\n", durable=False)
-        hand_over([workspace.gitdir / "HEAD"], self.agent)
+        hand_over([workspace.gitdir / "HEAD"], _agent(workspace))
         self._data_git(workspace, "read-tree", head, as_agent=True,
                        env={"GIT_INDEX_FILE": str(workspace.gitdir / "index")})  # fmt: skip
 
@@ -419,7 +428,7 @@ class RepoCache:
         whatever a file in it points at is read with the agent's rights, never ours; the
         new objects go to the agent's folder."""
         with tempfile.TemporaryDirectory(prefix="agenticore-index-") as tmp:
-            hand_over([Path(tmp)], self.agent)
+            hand_over([Path(tmp)], _agent(workspace))
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")} | _agent_objects_env(workspace)
             self._data_git(workspace, "read-tree", head, env=env, as_agent=True)
             self._data_git(workspace, "add", "-A", env=env, work_tree=True, as_agent=True)
@@ -453,7 +462,7 @@ class RepoCache:
             where.append(f"--work-tree={workspace.path}")
         argv = ["git", *_HARDENED, *where, *args]
         if as_agent:
-            argv = as_user(argv, self.agent)
+            argv = as_user(argv, _agent(workspace))
         try:
             done = subprocess.run(
                 argv,

@@ -28,7 +28,7 @@ from agenticore.permits import Limit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
-from agenticore.sandbox import hand_over, resolve_identity, sandboxed
+from agenticore.sandbox import hand_over, sandboxed
 from agenticore.supervisor import (
     ProcessSpec,
     Terminated,
@@ -160,7 +160,7 @@ class JobRunner:
             max_attempts=budget.max_attempts,
             transcript_path=str(transcript),
         )
-        agent = resolve_identity(self.settings)
+        agent = self.repos.agent_of(job)
         config = materialize(self.settings, profile, job, link_login=not agent.isolated)
         if resume and not carry_session(
             self.settings, session_id, config.config_dir, workspace.path,

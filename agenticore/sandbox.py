@@ -3,12 +3,13 @@ environment, so that nothing it can inspect holds the worker's secrets.
 
 The agent is untrusted code: a repository's files or a task's text can steer it. When the
 worker may switch users (it runs as root, as the shipped image's worker does), every agent
-process runs as ``AGENT_USER`` (``auto``: ``agenticore-agent`` if that user exists, else
-``nobody``) inside ``unshare --pid --mount-proc``: the kernel then refuses it the worker's
-``/proc/<pid>/environ`` and memory (another uid), it cannot even see the worker's processes
-(its own pid namespace), and whatever it leaves running dies with it (the namespace's init
-is killed when the job's process group is). Files the worker keeps to itself (job records,
-the embedded broker, keys) are 0600/0700; the agent owns only its worktree and its home.
+process runs under a uid of its job's own (``AGENT_USER=auto``; or one named user for all)
+inside ``unshare --pid --mount-proc``: the kernel then refuses it the worker's
+``/proc/<pid>/environ`` and memory (another uid) and every other job's files and processes,
+it cannot even see the worker's processes (its own pid namespace), and whatever it leaves
+running dies with it (the namespace's init is killed when the job's process group is).
+Files the worker keeps to itself (job records, the embedded broker, keys) are 0600/0700;
+the agent owns only its worktree and its home.
 
 Where it cannot apply (a non-root worker, or an agent that could not reach its worktree
 through a private folder such as ``/root``), agents run as the worker's own uid; the worker
@@ -18,6 +19,7 @@ warns once at startup. The environment allow-list and the worker's hardened git 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pwd
@@ -35,6 +37,7 @@ __all__ = [
     "AgentIdentity",
     "agent_environment",
     "as_user",
+    "for_job",
     "hand_over",
     "resolve_identity",
     "sandboxed",
@@ -43,7 +46,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PREFERRED_USERS = ("agenticore-agent", "nobody")
+# per-job uids: above any account's (2^30 …), a 2^30-wide range keyed by the job id
+JOB_UID_BASE = 1 << 30
+JOB_UID_SPAN = 1 << 30
 # what any program needs to run sensibly; nothing here identifies or authenticates anyone
 _BASE_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR"})
 _BASE_PREFIXES = ("LC_", "OTEL_")
@@ -55,17 +60,20 @@ _PROXY_NAMES = frozenset(
 
 @dataclass(frozen=True)
 class AgentIdentity:
-    """Who the agent runs as. ``isolated`` is False when it shares the worker's uid."""
+    """Who the agent runs as. ``isolated`` is False when it shares the worker's uid;
+    ``per_job``: every job gets a uid of its own (``for_job``)."""
 
     uid: int
     gid: int
     name: str
     isolated: bool
     reason: str = ""  # why not isolated
+    per_job: bool = False
 
 
 def resolve_identity(settings: Settings) -> AgentIdentity:
-    """The agent's identity for these settings (see the module docstring).
+    """The agents' identity for these settings (see the module docstring); ``for_job``
+    narrows it to one job's.
 
     An explicitly named ``AGENT_USER`` that cannot be used is an error; ``auto`` falls back
     to the worker's uid and says why in ``reason``.
@@ -75,6 +83,17 @@ def resolve_identity(settings: Settings) -> AgentIdentity:
         tuple(_agent_paths(settings)),
         settings.claude_bin,
     )
+
+
+def for_job(agent: AgentIdentity, job_id: str) -> AgentIdentity:
+    """The uid one job's agent runs as: with ``AGENT_USER=auto``, one derived from the job
+    id in a range no account uses, so no two jobs' agents can touch each other's files or
+    processes; else ``agent`` itself."""
+    if not agent.per_job:
+        return agent
+    digest = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+    uid = JOB_UID_BASE + digest % JOB_UID_SPAN
+    return AgentIdentity(uid, uid, f"agent-{uid}", isolated=True, per_job=True)
 
 
 @lru_cache(maxsize=8)
@@ -89,13 +108,16 @@ def _resolve(wanted: str, paths: tuple[Path, ...], agent_bin: str) -> AgentIdent
     missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
     if missing:
         return _fail_or_share(wanted, me, f"{' and '.join(missing)} (util-linux) not on PATH")
-    try:
-        user = _lookup(wanted)
-    except KeyError as exc:
-        return _fail_or_share(wanted, me, str(exc.args[0]))
-    if user.pw_uid == 0:
-        raise AgentError(f"sandbox: AGENT_USER={wanted!r} is root; pick an unprivileged user")
-    agent = AgentIdentity(user.pw_uid, user.pw_gid, user.pw_name, isolated=True)
+    if wanted == "auto":
+        agent = AgentIdentity(JOB_UID_BASE, JOB_UID_BASE, "agent-<per job>", True, per_job=True)
+    else:
+        try:
+            user = _lookup(wanted)
+        except KeyError as exc:
+            raise AgentError(f"sandbox: cannot run agents as {wanted!r}: {exc.args[0]}") from None
+        if user.pw_uid == 0:
+            raise AgentError(f"sandbox: AGENT_USER={wanted!r} is root; pick an unprivileged user")
+        agent = AgentIdentity(user.pw_uid, user.pw_gid, user.pw_name, isolated=True)
     executable = shutil.which(agent_bin) or agent_bin
     for path in (*paths, Path(executable)):
         blocker = _blocked_at(path, agent)
@@ -201,13 +223,10 @@ def _fail_or_share(wanted: str, me: AgentIdentity, reason: str) -> AgentIdentity
 
 
 def _lookup(wanted: str) -> pwd.struct_passwd:
-    names = PREFERRED_USERS if wanted == "auto" else (wanted,)
-    for name in names:
-        try:
-            return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-        except KeyError:
-            continue
-    raise KeyError(f"no such user: {' or '.join(names)}")
+    try:
+        return pwd.getpwuid(int(wanted)) if wanted.isdigit() else pwd.getpwnam(wanted)
+    except KeyError:
+        raise KeyError(f"no such user: {wanted}") from None
 
 
 def _user_name(uid: int) -> str:

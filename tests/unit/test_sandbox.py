@@ -12,8 +12,10 @@ import pytest
 from agenticore.config import Settings
 from agenticore.errors import AgentError
 from agenticore.sandbox import (
+    JOB_UID_BASE,
     AgentIdentity,
     agent_environment,
+    for_job,
     hand_over,
     resolve_identity,
     sandboxed,
@@ -129,3 +131,13 @@ def test_given_job_folders_then_hand_over_gives_them_to_the_agent_but_not_link_t
     for path in (job, job / "sub", job / "sub" / "file", job / "link"):
         assert path.lstat().st_uid == 65534, path
     assert outside.stat().st_uid == 0, "a symlink's target stays the worker's"
+
+
+def test_given_auto_then_each_job_gets_a_stable_uid_of_its_own_above_every_account() -> None:
+    auto = AgentIdentity(JOB_UID_BASE, JOB_UID_BASE, "agent-<per job>", True, per_job=True)
+
+    first, again, other = for_job(auto, "job-a"), for_job(auto, "job-a"), for_job(auto, "job-b")
+
+    assert first == again and first.uid != other.uid
+    assert first.uid >= JOB_UID_BASE and first.gid == first.uid and first.isolated
+    assert for_job(NOBODY, "job-a") == NOBODY, "a named user serves every job"
