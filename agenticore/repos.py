@@ -24,11 +24,12 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -42,7 +43,14 @@ from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import GIT_REF, Job
 from agenticore.redaction import has_credentials, redact_text, redact_url
-from agenticore.sandbox import AgentIdentity, as_user, for_job, hand_over, resolve_identity
+from agenticore.sandbox import (
+    AgentIdentity,
+    as_user,
+    for_job,
+    group_for,
+    hand_over,
+    resolve_identity,
+)
 
 __all__ = ["RepoCache", "Workspace", "repo_key", "validate_repo_url"]
 
@@ -139,8 +147,12 @@ class RepoCache:
         self.settings = settings
 
     def agent_of(self, job: Job) -> AgentIdentity:
-        """Who ``job``'s agent runs as (and the worker's commands over its files)."""
-        return for_job(resolve_identity(self.settings), job.id)
+        """Who ``job``'s agent runs as (and the worker's commands over its files): with its
+        repo cache's group, the one way into that cache for another uid."""
+        agent = for_job(resolve_identity(self.settings), job.id)
+        if not agent.isolated or job.repo_url is None:
+            return agent
+        return replace(agent, groups=(group_for(repo_key(job.repo_url)),))
 
     def repo_dir(self, url: str) -> Path:
         return self.settings.repos_dir / repo_key(url) / "repo"
@@ -151,8 +163,10 @@ class RepoCache:
         with self._lock(url):
             if self.repo_dir(url).is_dir():
                 self._git(url, self.repo_dir(url), "fetch", "--prune", "--tags", "origin")
+                self._guard(url)
                 return False
             self._clone(url, source)
+            self._guard(url)
             return True
 
     def create_workspace(self, job: Job) -> Workspace:
@@ -288,6 +302,18 @@ class RepoCache:
             objects=home / "git-objects",
             agent=self.agent_of(job),
         )
+
+    def _guard(self, url: str) -> None:
+        """Only jobs of this repo may read its cache (another tenant's code, other jobs'
+        branches): its folder is 0750, in a group of its own that only those jobs' agents
+        get. Nothing to do when agents share the worker's uid."""
+        if not resolve_identity(self.settings).isolated:
+            return
+        folder, gid = self.repo_dir(url).parent, group_for(repo_key(url))
+        info = folder.stat()
+        if info.st_gid != gid or stat.S_IMODE(info.st_mode) != 0o750:
+            os.chown(folder, info.st_uid, gid)
+            folder.chmod(0o750)
 
     def _prepare_root(self, root: Path) -> None:
         """Agents pass through the worktree root to their own worktree, never list it."""

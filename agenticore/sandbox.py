@@ -38,6 +38,7 @@ __all__ = [
     "agent_environment",
     "as_user",
     "for_job",
+    "group_for",
     "hand_over",
     "resolve_identity",
     "sandboxed",
@@ -69,6 +70,7 @@ class AgentIdentity:
     isolated: bool
     reason: str = ""  # why not isolated
     per_job: bool = False
+    groups: tuple[int, ...] = ()  # supplementary groups: the job's repo cache
 
 
 def resolve_identity(settings: Settings) -> AgentIdentity:
@@ -83,6 +85,12 @@ def resolve_identity(settings: Settings) -> AgentIdentity:
         tuple(_agent_paths(settings)),
         settings.claude_bin,
     )
+
+
+def group_for(name: str) -> int:
+    """A gid of its own for ``name`` (a repo cache), in the range of per-job uids."""
+    digest = int.from_bytes(hashlib.sha256(f"group:{name}".encode()).digest()[:8], "big")
+    return JOB_UID_BASE + digest % JOB_UID_SPAN
 
 
 def for_job(agent: AgentIdentity, job_id: str) -> AgentIdentity:
@@ -148,9 +156,10 @@ def as_user(argv: list[str], agent: AgentIdentity) -> list[str]:
     worker's own commands over what the agent wrote. Unchanged when not isolated."""
     if not agent.isolated:
         return argv
+    groups = f"--groups={','.join(map(str, agent.groups))}" if agent.groups else "--clear-groups"
     return [
-        "setpriv", f"--reuid={agent.uid}", f"--regid={agent.gid}", "--clear-groups",
-        "--no-new-privs", "--", *argv,
+        "setpriv", f"--reuid={agent.uid}", f"--regid={agent.gid}", groups, "--no-new-privs",
+        "--", *argv,
     ]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agenticore.config import Settings
+from agenticore.repos import repo_key
 from agenticore.sandbox import JOB_UID_BASE, for_job, resolve_identity
 from tests.conftest import FORGE_TOKEN, Fleet, forge_settings, running_fleet
 from tests.fake_forge import FakeForge
@@ -159,24 +160,32 @@ def test_given_two_jobs_then_one_agent_can_touch_nothing_of_the_other(
     victim = hostile_fleet.submit(task="Keep this\n@fake write PRIVATE.md victim's work",
                                   repo_url=repo, keep_worktree=True)  # fmt: skip
     victim = _settled(hostile_fleet, victim["id"])
-    targets = [Path(victim["worktree_path"]), Path(victim["worktree_path"]) / "PRIVATE.md",
-               hostile_fleet.settings.agent_homes_dir / victim["id"]]  # fmt: skip
+    worktree = Path(victim["worktree_path"])
+    targets = [
+        worktree,  # another job's files
+        worktree / "PRIVATE.md",
+        hostile_fleet.settings.agent_homes_dir / victim["id"],  # its home: config, sessions
+        hostile_fleet.settings.repos_dir / repo_key(repo) / "repo" / "config",  # its repo
+    ]
     probe = sandbox_root / "bin" / "probe"
     probe.write_text(
-        "#!/usr/bin/python3\nimport sys\nfor path in sys.argv[1:]:\n"
-        "    try:\n        open(path + '/x' if not path.endswith('.md') else path, 'a')\n"
-        "        print('WROTE', path)\n    except OSError as exc:\n        print('DENIED', exc)\n"
+        "#!/usr/bin/python3\nimport os, sys\nfor path in sys.argv[1:]:\n    try:\n"
+        "        os.listdir(path) if os.path.isdir(path) else open(path, 'a' if path.endswith"
+        "('.md') else 'r').close()\n        print('REACHED', path)\n"
+        "    except OSError as exc:\n        print('DENIED', exc)\n"
     )
     probe.chmod(0o755)
 
     attacker = hostile_fleet.submit(
-        task=f"Snoop\n@fake exec {probe} {' '.join(map(str, targets))}", repo_url=repo
+        task=f"Snoop\n@fake exec {probe} {' '.join(map(str, targets))}",
+        repo_url=f"{forge.url}/gl/group/proj.git",  # another tenant's repository
     )
     attacker = _settled(hostile_fleet, attacker["id"])
 
+    assert attacker["status"] == "succeeded", attacker["error"]
     transcript = Path(attacker["transcript_path"]).read_text()
-    assert "WROTE" not in transcript and transcript.count("DENIED") == len(targets)
-    assert (targets[1]).read_text() == "victim's work"
+    assert "REACHED" not in transcript and transcript.count("DENIED") == len(targets)
+    assert (worktree / "PRIVATE.md").read_text() == "victim's work"
 
 
 def test_given_agents_that_share_the_workers_uid_then_the_worker_warns_once(fleet: Fleet) -> None:
