@@ -45,6 +45,8 @@ _ID_SHAPE = re.compile(r"^[0-9a-f]{12}$")
 _NAME_MAX = 100
 # verified keys remembered at once; past this, expired entries are dropped first
 _CACHE_MAX = 1024
+_FAILURES_MAX = 10  # wrong secrets per key id per minute before the id stops being hashed
+_HASHING = threading.BoundedSemaphore(2)  # argon2 verifications at once, per process
 
 
 class Role(str, Enum):
@@ -103,6 +105,7 @@ class KeyStore:
         self.cache_seconds = settings.api_key_cache_seconds
         self._hasher = PasswordHasher()  # argon2id, the library's recommended parameters
         self._cache: dict[str, tuple[float, ApiKey]] = {}
+        self._failures: dict[str, list[float]] = {}
         self._cache_lock = threading.Lock()
 
     # -- management --------------------------------------------------------------------
@@ -158,15 +161,30 @@ class KeyStore:
         if loaded is None:
             return None
         record, stored_hash = loaded
-        if not record.active:
+        if not record.active or self._failing(record.id, now):
             return None
         try:
-            # argon2 compares the digests in constant time
-            self._hasher.verify(stored_hash, key)
+            # argon2 compares the digests in constant time; each hash takes 64 MiB and tens
+            # of ms of a core, so only a few run at once whoever asks
+            with _HASHING:
+                self._hasher.verify(stored_hash, key)
         except (VerificationError, InvalidHashError):
+            self._failed(record.id, now)
             return None
         self._remember(digest, now + self.cache_seconds, record)
         return record
+
+    def _failing(self, key_id: str, now: float) -> bool:
+        """Past ``_FAILURES_MAX`` wrong secrets for one id within a minute, the id is refused
+        without hashing: ids are not secret, and guessing would cost us a hash each."""
+        with self._cache_lock:
+            recent = [t for t in self._failures.get(key_id, []) if t > now - 60]
+            self._failures[key_id] = recent
+        return len(recent) >= _FAILURES_MAX
+
+    def _failed(self, key_id: str, now: float) -> None:
+        with self._cache_lock:
+            self._failures.setdefault(key_id, []).append(now)
 
     # -- storage -----------------------------------------------------------------------
 

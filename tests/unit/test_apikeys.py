@@ -157,3 +157,18 @@ def test_given_roles_then_each_allows_itself_and_those_below() -> None:
 def test_given_auth_disabled_then_only_loopback_hosts_are_allowed(host: str, refused: bool) -> None:
     assert (exposure_error(Settings(auth_disabled=True), host) is not None) is refused
     assert exposure_error(Settings(auth_disabled=False), host) is None
+
+
+def test_given_wrong_secrets_for_a_known_id_then_the_id_stops_being_hashed_for_a_minute(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(api_key_cache_seconds=0)
+    store = KeyStore(settings)
+    record, key = store.create("target", Role.VIEWER)
+    guess = f"agk_{record.id}_{'x' * 43}"
+
+    wrong = [store.verify(guess) for _ in range(10)]
+
+    assert wrong == [None] * 10
+    assert store.verify(key) is None, "held for the minute: even the right secret is not hashed"
+    assert KeyStore(settings).verify(key) == record, "the hold is this process's alone"
