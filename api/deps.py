@@ -1,21 +1,20 @@
 """Request dependencies, built once per app in the lifespan, and who the caller is.
 
 Every route but the probes and the docs names the role it needs (``ViewerKey``,
-``OperatorKey``, ``AdminKey``): the key is checked (401) and its role (403) before the route
-looks anything up, so a refused caller learns nothing about what exists.
+``OperatorKey``, ``AdminKey``). ``api.auth`` has checked the key (401) before the request
+got here; its role is checked (403) before the route looks anything up, so a refused caller
+learns nothing about what exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from agenticore.addresses import is_loopback
 from agenticore.apikeys import ApiKey, KeyStore, Role
 from agenticore.config import Settings
 from agenticore.jobs import JobStore
@@ -23,7 +22,6 @@ from agenticore.models import Job
 from api.dispatch import Dispatcher
 
 __all__ = [
-    "LOCAL_ADMIN",
     "AdminKey",
     "AppState",
     "CurrentKey",
@@ -45,11 +43,6 @@ class AppState:
     dispatcher: Dispatcher
     keys: KeyStore
 
-
-# the caller when AUTH_DISABLED is on (only ever over loopback)
-LOCAL_ADMIN = ApiKey(
-    id="local", name="auth disabled", role=Role.ADMIN, created=datetime(1970, 1, 1, tzinfo=UTC)
-)
 
 _bearer = HTTPBearer(auto_error=False, description="an API key (agenticore keys create)")
 
@@ -77,20 +70,14 @@ def get_keys(request: Request) -> KeyStore:
 
 def current_key(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],  # for the docs
 ) -> ApiKey:
-    """The verified key of the request (a plain def: FastAPI runs it in a thread, so the
-    argon2 hash of a key not yet cached does not block the event loop)."""
-    state = _state(request)
-    if state.settings.auth_disabled:
-        if not _arrived_over_loopback(request):
-            raise _unauthorized("auth is disabled on this API, so it only answers on loopback")
-        return LOCAL_ADMIN
-    if credentials is None:
-        raise _unauthorized("an API key is required: send Authorization: Bearer <key>")
-    key = state.keys.verify(credentials.credentials)
-    if key is None:
-        raise _unauthorized("the API key is unknown or revoked")
+    """The key ``api.auth.Authenticate`` verified for this request."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is None:  # an app assembled without the middleware: refuse, never assume
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "no verified API key", {"WWW-Authenticate": "Bearer"}
+        )
     return key
 
 
@@ -116,21 +103,6 @@ def may_act_on(key: ApiKey, job: Job) -> bool:
     if key.role is Role.ADMIN:
         return True
     return job.submitted_by is not None and job.submitted_by.id == key.id
-
-
-def _arrived_over_loopback(request: Request) -> bool:
-    # the local address the request came in on: a server bound to 0.0.0.0 sees 127.0.0.1
-    # for local callers and its outside address for everybody else
-    server = request.scope.get("server")
-    if not server or not isinstance(server[0], str) or server[0].startswith("/"):
-        return True  # a unix socket: local by construction
-    return is_loopback(server[0])
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-    )
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -21,6 +21,7 @@ from agenticore.errors import (
     StoreUnavailable,
 )
 from agenticore.jobs import JobStore
+from api.auth import Authenticate
 from api.deps import AppState
 from api.dispatch import Dispatcher
 from api.limits import BodyLimit
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Agenticore", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES
     )
     app.add_middleware(BodyLimit, limit=lambda: (settings or get_settings()).max_body_bytes)
+    app.add_middleware(Authenticate)  # outermost: no key, nothing of the body is read
     app.include_router(jobs.router)
     app.include_router(profiles.router)
     app.include_router(health.router)

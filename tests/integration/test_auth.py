@@ -62,6 +62,21 @@ def test_given_no_key_a_bad_key_or_a_revoked_key_then_401_with_a_bearer_challeng
     assert all(r.headers["WWW-Authenticate"] == "Bearer" for r in answers)
 
 
+def test_given_no_key_then_401_comes_before_anything_reads_the_body(fleet: Fleet) -> None:
+    with httpx.Client(base_url=fleet.api_url, timeout=30) as anonymous:
+        answers = [
+            anonymous.post(
+                "/jobs", content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            anonymous.post("/jobs", content=b"x" * (fleet.settings.max_body_bytes + 1)),
+            anonymous.post("/jobs", json={"task": ""}),
+            anonymous.post("/jobs/nope/cancel"),
+            anonymous.get("/no-such-route"),
+        ]
+
+    assert [r.status_code for r in answers] == [401] * 5, [r.text for r in answers]
+
+
 def test_given_no_key_then_probes_and_api_docs_stay_open(fleet: Fleet) -> None:
     with httpx.Client(base_url=fleet.api_url, timeout=30) as anonymous:
         codes = {path: anonymous.get(path).status_code for path in
