@@ -89,6 +89,13 @@ def _agent_objects_env(workspace: Workspace) -> dict[str, str]:
     }
 
 
+def _ours(key: str, value: str) -> bool:
+    """Whether a value of one of our config keys is one we write: an agent that shares the
+    worker's uid must not map ``origin`` onto the job branches (``fetch --prune`` would
+    rewrite or delete them)."""
+    return key != "remote.origin.fetch" or value == "+refs/heads/*:refs/remotes/origin/*"
+
+
 def _agent(workspace: Workspace) -> AgentIdentity:
     assert workspace.agent is not None, "workspaces are made by RepoCache"
     return workspace.agent
@@ -526,7 +533,7 @@ class RepoCache:
                                   "--list", "-z")  # fmt: skip
         entries = [item.split("\n", 1) for item in listing.split("\0") if item]
         kept = [(key, value) for key, value, *_ in ([*e, ""] for e in entries)
-                if _OUR_CONFIG.match(key)]  # fmt: skip
+                if _OUR_CONFIG.match(key) and _ours(key, value)]  # fmt: skip
         if len(kept) == len(entries):
             _clean_configs[config] = stamp
             return

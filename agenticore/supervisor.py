@@ -138,9 +138,10 @@ def supervise(
             reaper.forget(proc.pid)
             reader.join(timeout=5)
             _drain(lines, transcript)
+            # the agent wrote it directly: masked once it is done, however the run ended
+            _redact_file(spec.stderr)
     result.exit_code = proc.returncode
     result.duration = time.monotonic() - started
-    _redact_file(spec.stderr)  # the agent wrote it directly: mask it now that it is done
     result.stderr_tail = _tail(spec.stderr)
     return result
 

@@ -210,3 +210,18 @@ def test_given_a_job_branch_then_no_other_job_may_start_from_it(
     ok = cache.create_workspace(Job.from_spec(JobSpec(task="y", repo_url=remote,
                                                       base_ref=published[:10])))  # fmt: skip
     assert ok.base_sha == published
+
+
+def test_given_an_origin_refspec_onto_the_job_branches_then_the_worker_drops_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    cache, remote, workspace = _job_worktree(make_settings(), tmp_path)
+    (workspace.path / "work.txt").write_text("the job's work\n")
+    commit = cache.commit_all(workspace, "work")
+    git(workspace.path, "config", "--add", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
+
+    cache.ensure(remote)  # fetch --prune: with that refspec it would drop the job branch
+
+    assert git(cache.repo_dir(remote), "rev-parse", f"refs/heads/{workspace.branch}") == commit
+    refspecs = git(cache.repo_dir(remote), "config", "--get-all", "remote.origin.fetch")
+    assert refspecs == "+refs/heads/*:refs/remotes/origin/*"
