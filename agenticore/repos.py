@@ -529,8 +529,8 @@ class RepoCache:
         stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         if _clean_configs.get(config) == stamp:
             return
-        listing = self._plain_git(repo_dir, "config", "--file", str(config), "--no-includes",
-                                  "--list", "-z")  # fmt: skip
+        listing = self._git(str(repo_dir), repo_dir, "config", "--file", str(config),
+                            "--no-includes", "--list", "-z")  # fmt: skip
         entries = [item.split("\n", 1) for item in listing.split("\0") if item]
         kept = [(key, value) for key, value, *_ in ([*e, ""] for e in entries)
                 if _OUR_CONFIG.match(key) and _ours(key, value)]  # fmt: skip
@@ -542,15 +542,8 @@ class RepoCache:
         fresh = config.with_name(".config.agenticore")
         fresh.unlink(missing_ok=True)
         for key, value in kept:
-            self._plain_git(repo_dir, "config", "--file", str(fresh), "--add", key, value)
+            self._git(str(repo_dir), repo_dir, "config", "--file", str(fresh), "--add", key, value)
         os.replace(fresh, config)
-
-    def _plain_git(self, cwd: Path, *args: str) -> str:
-        try:
-            out: str = git.Git(cwd).execute(["git", *_HARDENED, *args], env=_GIT_ENV)
-        except git.GitCommandError as exc:
-            raise RepoError(f"git {args[0]} failed in {cwd}: {exc.stderr}", repo=str(cwd)) from None
-        return out
 
     def _clone(self, url: str, source: str) -> None:
         final = self.repo_dir(url)
@@ -609,7 +602,7 @@ class RepoCache:
     def _git(self, url: str, cwd: Path, *args: str) -> str:
         remote = args[0] in _REMOTE_COMMANDS
         env = _GIT_ENV | git_auth_env(self.settings, url) if remote else _GIT_ENV
-        if args[0] not in ("init", "config"):
+        if args[0] not in ("init", "config"):  # config: how _check_config reads and writes
             self._check_config(cwd)
         try:
             out: str = git.Git(cwd).execute(
