@@ -8,8 +8,8 @@
 2. Agent spawn: ``/bin/true`` started plainly and through the sandbox argv (``unshare`` pid
    namespace + ``setpriv`` to another uid; only when run as root).
 3. Collecting a job's work: ``RepoCache.changes`` (adopt the agent's commits, then a private
-   index over the worktree's files) on a repo of ``--files`` files with a few changed, next
-   to a plain ``git status`` in the same worktree.
+   index over the worktree's files, run as the job's uid when the worker is root) on a repo
+   of ``--files`` files with a few changed, next to a plain ``git status`` there.
 
 Prints a table, then one line ``BENCH_JSON {...}``.
 """
@@ -37,7 +37,7 @@ from agenticore.apikeys import KeyStore, Role
 from agenticore.config import Settings
 from agenticore.models import Job, JobSpec
 from agenticore.repos import RepoCache
-from agenticore.sandbox import AgentIdentity, sandboxed
+from agenticore.sandbox import AgentIdentity, resolve_identity, sandboxed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -144,6 +144,7 @@ def bench_collect(root: Path, files: int, rounds: int) -> dict[str, Any]:
 
     return {
         "files": files,
+        "agents_isolated": resolve_identity(settings).isolated,
         "changes": timed(lambda: cache.changes(workspace), rounds),
         "git_status": timed(plain_status, rounds),
     }
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="agenticore-bench-") as tmp:
         root = Path(tmp)
+        root.chmod(0o711)  # as root, agents get uids of their own: measure that mode
         results = {
             "keys": bench_keys(root, args.rounds),
             "spawn": bench_spawn(min(args.rounds, 100)),
