@@ -38,7 +38,7 @@ import git
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
-from agenticore.files import atomic_write, make_dirs, read_regular
+from agenticore.files import atomic_write, make_dirs, open_beneath, read_regular
 from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import GIT_REF, Job
@@ -461,14 +461,35 @@ class RepoCache:
         whatever a file in it points at is read with the agent's rights, never ours; the
         new objects go to the agent's folder."""
         with tempfile.TemporaryDirectory(prefix="agenticore-index-") as tmp:
+            index = Path(tmp) / "index"
+            # the agent's own index as a head start (its stat data spares rehashing every
+            # file); it can only mislead a snapshot of the agent's own work, taken as the agent
+            if not self._copy_agent_index(workspace, index):
+                index.unlink(missing_ok=True)
             hand_over([Path(tmp)], _agent(workspace))
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")} | _agent_objects_env(workspace)
-            self._data_git(workspace, "read-tree", head, env=env, as_agent=True)
-            self._data_git(workspace, "add", "-A", env=env, work_tree=True, as_agent=True)
+            env = {"GIT_INDEX_FILE": str(index)} | _agent_objects_env(workspace)
+            try:
+                if not index.exists():
+                    raise RepoError("no index to start from", repo=str(workspace.repo_dir))
+                self._data_git(workspace, "add", "-A", env=env, work_tree=True, as_agent=True)
+            except RepoError:  # none, or one git cannot use here (a split index): from head
+                index.unlink(missing_ok=True)
+                self._data_git(workspace, "read-tree", head, env=env, as_agent=True)
+                self._data_git(workspace, "add", "-A", env=env, work_tree=True, as_agent=True)
             names = self._data_git(workspace, "diff-index", "--cached", "--name-only", "-z",
                                    head, env=env, as_agent=True)  # fmt: skip
             tree = self._data_git(workspace, "write-tree", env=env, as_agent=True)
             yield tree, sorted(name for name in names.split("\0") if name)
+
+    @staticmethod
+    def _copy_agent_index(workspace: Workspace, target: Path) -> bool:
+        assert workspace.gitdir is not None
+        fd = open_beneath(workspace.gitdir, ["index"])
+        if fd is None:
+            return False
+        with os.fdopen(fd, "rb") as source, target.open("wb") as copy:
+            shutil.copyfileobj(source, copy)
+        return True
 
     def _data_git(
         self,

@@ -37,7 +37,7 @@ from agenticore.apikeys import KeyStore, Role
 from agenticore.config import Settings
 from agenticore.models import Job, JobSpec
 from agenticore.repos import RepoCache
-from agenticore.sandbox import AgentIdentity, resolve_identity, sandboxed
+from agenticore.sandbox import AgentIdentity, as_user, resolve_identity, sandboxed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -137,10 +137,13 @@ def bench_collect(root: Path, files: int, rounds: int) -> dict[str, Any]:
     workspace = cache.create_workspace(Job.from_spec(JobSpec(task="x", repo_url=str(source))))
     for n in range(5):
         (workspace.path / f"pkg{n}" / f"mod{n}.py").write_text("changed\n")
-    status = ["git", "-C", str(workspace.path), "status", "--porcelain"]
+    # the same question asked the agent's way: plain git status, as the agent
+    status = as_user(["git", "-C", str(workspace.path), "status", "--porcelain"],
+                     workspace.agent or resolve_identity(settings))  # fmt: skip
+    env = os.environ | cache.agent_git_env(workspace)
 
     def plain_status() -> None:
-        subprocess.run(status, check=True, capture_output=True)
+        subprocess.run(status, check=True, capture_output=True, env=env)
 
     return {
         "files": files,

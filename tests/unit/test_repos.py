@@ -225,3 +225,17 @@ def test_given_an_origin_refspec_onto_the_job_branches_then_the_worker_drops_it(
     assert git(cache.repo_dir(remote), "rev-parse", f"refs/heads/{workspace.branch}") == commit
     refspecs = git(cache.repo_dir(remote), "config", "--get-all", "remote.origin.fetch")
     assert refspecs == "+refs/heads/*:refs/remotes/origin/*"
+
+
+def test_given_an_agent_index_that_git_cannot_use_then_the_snapshot_starts_from_head(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    cache, _, workspace = _job_worktree(make_settings(), tmp_path)
+    (workspace.path / "new.txt").write_text("new\n")
+    assert workspace.gitdir is not None
+    (workspace.gitdir / "index").write_bytes(b"DIRC garbage, not an index")
+
+    changed, _ = cache.changes(workspace)
+    commit = cache.commit_all(workspace, "leftovers")
+
+    assert changed == ["new.txt"] and commit is not None
