@@ -106,6 +106,7 @@ class KeyStore:
         self._hasher = PasswordHasher()  # argon2id, the library's recommended parameters
         self._cache: dict[str, tuple[float, ApiKey]] = {}
         self._failures: dict[str, list[float]] = {}
+        self._known: dict[str, str] = {}  # SHA-256 of keys verified here -> their id
         self._cache_lock = threading.Lock()
 
     # -- management --------------------------------------------------------------------
@@ -161,7 +162,14 @@ class KeyStore:
         if loaded is None:
             return None
         record, stored_hash = loaded
-        if not record.active or self._failing(record.id, now):
+        if not record.active:
+            return None
+        if self._known.get(digest) == record.id:
+            # this very secret verified here before: re-checked against revocation above,
+            # not hashed again, whatever strangers try against the same id meanwhile
+            self._remember(digest, now + self.cache_seconds, record)
+            return record
+        if self._failing(record.id, now):
             return None
         try:
             # argon2 compares the digests in constant time; each hash takes 64 MiB and tens
@@ -171,12 +179,17 @@ class KeyStore:
         except (VerificationError, InvalidHashError):
             self._failed(record.id, now)
             return None
+        with self._cache_lock:
+            if len(self._known) >= _CACHE_MAX:
+                self._known.clear()
+            self._known[digest] = record.id
         self._remember(digest, now + self.cache_seconds, record)
         return record
 
     def _failing(self, key_id: str, now: float) -> bool:
-        """Past ``_FAILURES_MAX`` wrong secrets for one id within a minute, the id is refused
-        without hashing: ids are not secret, and guessing would cost us a hash each."""
+        """Past ``_FAILURES_MAX`` wrong secrets for one id within a minute, new secrets for
+        that id are refused without hashing: ids are not secret, and guessing would cost us a
+        hash each. Secrets this process verified before still pass (``_known``)."""
         with self._cache_lock:
             recent = [t for t in self._failures.get(key_id, []) if t > now - 60]
             self._failures[key_id] = recent

@@ -1,18 +1,21 @@
 """The shared repo cache and per-job worktrees.
 
-    REPOS_ROOT/<sha256(url)[:12]>/repo       bare repo, cloned once, fetched per job
-    WORKTREE_ROOT/<job_id>                   the job's worktree, HEAD detached at its branch
-    AGENT_HOMES/<job_id>/git-objects         where the agent's own commits land
+    REPOS_ROOT/<sha256(url)[:12]>/repo       bare repo, cloned once, fetched per job (0750,
+                                             in a group only that repo's agents get)
+    WORKTREE_ROOT/<job_id>                   the job's worktree, the agent's (0700)
+    HOME/agents/<job_id>/git                 its git folder: HEAD (detached), index, commondir
+    HOME/agents/<job_id>/git-objects         where the agent's own commits land
 
 Clone, fetch and worktree changes of one repo are serialized by a lock named after the
 repo (Redis lock across hosts, flock on one host), so N concurrent first jobs clone once.
 
-The worktree is the agent's, so the worker treats it as data. Its git commands never read
-anything the agent could have written: they name the cache as ``--git-dir`` (never the
-worktree's ``.git``, which is checked to still point into the cache), use a private index,
-and run with hooks, fsmonitor and credential helpers switched off. The agent reads the
-cache through git alternates and writes its commits to its own object folder; the worker
-adopts them (objects re-hashed by ``index-pack``) onto the job branch
+The worktree is the agent's, so the worker treats it as data. Its git commands name the
+cache as ``--git-dir`` (never the worktree's ``.git``, which is checked to still point at
+the job's git folder), use a private index, and run with hooks, fsmonitor and credential
+helpers switched off. Whatever reads what the agent wrote (its files, index, HEAD, objects
+and their alternates) runs as the agent's uid, so it reads with the agent's rights. The
+agent reads the cache through git alternates and writes its commits to its own object
+folder; the worker adopts them (objects re-hashed by ``index-pack``) onto the job branch
 ``agenticore/<short id>``, which lives only in the cache. The authenticated push runs in
 the cache, so it never executes anything the agent wrote.
 """
@@ -96,6 +99,24 @@ def _ours(key: str, value: str) -> bool:
     return key != "remote.origin.fetch" or value == "+refs/heads/*:refs/remotes/origin/*"
 
 
+def _scratch_files(root: Path, limit: int = 1000) -> list[str]:
+    """Files the agent left in a scratch folder (links not followed), at most ``limit``."""
+    found: list[str] = []
+    for folder, _, files in os.walk(root):
+        found += [str(Path(folder, name).relative_to(root)) for name in files]
+        if len(found) >= limit:
+            break
+    return sorted(found)[:limit]
+
+
+def _remove(path: Path) -> None:
+    """Removes a file, a link (never its target) or a whole folder, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
 def _agent(workspace: Workspace) -> AgentIdentity:
     assert workspace.agent is not None, "workspaces are made by RepoCache"
     return workspace.agent
@@ -168,12 +189,12 @@ class RepoCache:
         """Clones on first use, fetches afterwards. Returns True if this call cloned."""
         source = validate_repo_url(url, allow_local=self.settings.allow_local_repos)
         with self._lock(url):
+            self._guard(url)  # before the clone: not a moment open to other agents
             if self.repo_dir(url).is_dir():
+                self._check_origin(url, source)
                 self._git(url, self.repo_dir(url), "fetch", "--prune", "--tags", "origin")
-                self._guard(url)
                 return False
             self._clone(url, source)
-            self._guard(url)
             return True
 
     def create_workspace(self, job: Job) -> Workspace:
@@ -189,7 +210,8 @@ class RepoCache:
         self._prepare_root(self.settings.worktrees_dir)
         if job.repo_url is None:
             workspace = Workspace(path=path, agent=self.agent_of(job))
-            self._agent_dir(workspace, path)
+            path.mkdir(mode=0o700, exist_ok=True)
+            hand_over([path], _agent(workspace))
             return workspace
         with self._lock(job.repo_url):
             base_ref, base_sha = self._resolve_base(job.repo_url, job.base_ref)
@@ -245,9 +267,7 @@ class RepoCache:
     def changes(self, workspace: Workspace) -> tuple[list[str], str | None]:
         """Files the agent left changed, and the branch head if the agent committed."""
         if workspace.branch is None:
-            return sorted(
-                str(p.relative_to(workspace.path)) for p in workspace.path.rglob("*") if p.is_file()
-            ), None
+            return _scratch_files(workspace.path), None
         head = self._adopt(workspace)
         with self._snapshot(workspace, head) as (_, changed):
             return changed, (head if head != workspace.base_sha else None)
@@ -313,14 +333,26 @@ class RepoCache:
     def _guard(self, url: str) -> None:
         """Only jobs of this repo may read its cache (another tenant's code, other jobs'
         branches): its folder is 0750, in a group of its own that only those jobs' agents
-        get. Nothing to do when agents share the worker's uid."""
+        get, under a root others may pass but not list. Made so before anything is cloned
+        into it. Agents that share the worker's uid need none of this."""
+        folder = self.repo_dir(url).parent
+        self._prepare_root(folder.parent)
+        folder.mkdir(mode=0o750, exist_ok=True)
         if not resolve_identity(self.settings).isolated:
             return
-        folder, gid = self.repo_dir(url).parent, group_for(repo_key(url))
-        info = folder.stat()
+        gid, info = group_for(repo_key(url)), folder.stat()
         if info.st_gid != gid or stat.S_IMODE(info.st_mode) != 0o750:
             os.chown(folder, info.st_uid, gid)
             folder.chmod(0o750)
+
+    def _check_origin(self, url: str, source: str) -> None:
+        """The cache found under this URL's key must be this URL's: a key is a short hash."""
+        origin = self._git(url, self.repo_dir(url), "config", "--get", "remote.origin.url")
+        if origin != source:
+            raise RepoError(
+                f"the repo cache for {redact_url(url)} holds another repository",
+                repo=redact_url(url),
+            )
 
     def _prepare_root(self, root: Path) -> None:
         """Agents pass through the worktree root to their own worktree, never list it."""
@@ -328,25 +360,18 @@ class RepoCache:
         if root.is_relative_to(self.settings.home):
             root.chmod(0o711)
 
-    @staticmethod
-    def _agent_dir(workspace: Workspace, path: Path) -> None:
-        """An empty folder of the agent's own (0700), made by us: nothing of it to follow."""
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        make_dirs(path.parent, 0o711)
-        path.mkdir(mode=0o700, exist_ok=True)
-        hand_over([path], _agent(workspace))
-
     def _checkout(self, workspace: Workspace, head: str) -> None:
         """A linked worktree by hand: the git folder (HEAD detached at ``head``, index,
-        ``commondir`` pointing at the cache) and the files, checked out as the agent."""
+        ``commondir`` pointing at the cache) and the files, checked out as the agent. The
+        folders are made and filled as ours, then handed over: nothing to follow meanwhile."""
         assert workspace.gitdir is not None and workspace.objects is not None
         assert workspace.repo_dir is not None
-        self._prepare_root(self.settings.agent_homes_dir)
-        self._agent_dir(workspace, workspace.gitdir.parent)  # the agent's home
+        home = workspace.gitdir.parent
+        self._prepare_root(home.parent)
+        home.mkdir(mode=0o700, exist_ok=True)
         for folder in (workspace.path, workspace.gitdir, workspace.objects):
-            shutil.rmtree(folder, ignore_errors=True)
-            self._agent_dir(workspace, folder)
+            _remove(folder)
+            folder.mkdir(mode=0o700)
         files = {
             "HEAD": f"{head}\n",
             "commondir": f"{workspace.repo_dir}\n",
@@ -354,8 +379,8 @@ class RepoCache:
         }
         for name, text in files.items():
             atomic_write(workspace.gitdir / name, text, durable=False)
-        (workspace.path / ".git").write_text(f"gitdir: {workspace.gitdir}\n")
-        hand_over([workspace.gitdir, workspace.path / ".git"], _agent(workspace))
+        atomic_write(workspace.path / ".git", f"gitdir: {workspace.gitdir}\n", durable=False)
+        hand_over([home, workspace.path], _agent(workspace))
         self._data_git(workspace, "read-tree", "--reset", "-u", head, work_tree=True,
                        env={"GIT_INDEX_FILE": str(workspace.gitdir / "index")},
                        as_agent=True)  # fmt: skip
@@ -384,8 +409,7 @@ class RepoCache:
 
     def _agent_head(self, workspace: Workspace) -> str | None:
         """The commit the agent's worktree HEAD names (data the agent wrote: checked)."""
-        assert workspace.gitdir is not None
-        raw = read_regular(workspace.gitdir / "HEAD", _HEAD_MAX_BYTES)
+        raw = self._read_agent_file(workspace, "HEAD", _HEAD_MAX_BYTES)
         text = raw.decode("ascii", "replace").strip() if raw is not None else ""
         if _OBJECT_ID.match(text):
             return text
@@ -449,10 +473,11 @@ class RepoCache:
         past the agent's last commit (salvage), so the next attempt builds on all of it."""
         assert workspace.gitdir is not None
         head = self._adopt(workspace)
-        atomic_write(workspace.gitdir / "HEAD", f"{head}\n", durable=False)
-        hand_over([workspace.gitdir / "HEAD"], _agent(workspace))
-        self._data_git(workspace, "read-tree", head, as_agent=True,
-                       env={"GIT_INDEX_FILE": str(workspace.gitdir / "index")})  # fmt: skip
+        # as the agent: the folder is its own, and may by now be a link to anywhere
+        index = {"GIT_INDEX_FILE": str(workspace.gitdir / "index")}
+        self._data_git(workspace, "read-tree", head, env=index, as_agent=True)
+        self._data_git(workspace, "update-ref", "--no-deref", "HEAD", head, as_agent=True,
+                       git_dir=workspace.gitdir)  # fmt: skip
 
     @contextmanager
     def _snapshot(self, workspace: Workspace, head: str) -> Iterator[tuple[str, list[str]]]:
@@ -481,15 +506,27 @@ class RepoCache:
             tree = self._data_git(workspace, "write-tree", env=env, as_agent=True)
             yield tree, sorted(name for name in names.split("\0") if name)
 
-    @staticmethod
-    def _copy_agent_index(workspace: Workspace, target: Path) -> bool:
-        assert workspace.gitdir is not None
-        fd = open_beneath(workspace.gitdir, ["index"])
+    def _copy_agent_index(self, workspace: Workspace, target: Path) -> bool:
+        fd = self._open_agent_file(workspace, "index")
         if fd is None:
             return False
         with os.fdopen(fd, "rb") as source, target.open("wb") as copy:
             shutil.copyfileobj(source, copy)
         return True
+
+    def _open_agent_file(self, workspace: Workspace, name: str) -> int | None:
+        """A file of the worktree's git folder, opened from the agent homes' root (ours)
+        without following any link the agent made on the way."""
+        assert workspace.gitdir is not None
+        home = workspace.gitdir.parent
+        return open_beneath(home.parent, [home.name, workspace.gitdir.name, name])
+
+    def _read_agent_file(self, workspace: Workspace, name: str, limit: int) -> bytes | None:
+        fd = self._open_agent_file(workspace, name)
+        if fd is None:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(limit)
 
     def _data_git(
         self,
@@ -499,6 +536,7 @@ class RepoCache:
         alternates: bool = False,
         work_tree: bool = False,
         as_agent: bool = False,
+        git_dir: Path | None = None,
         stdin: BinaryIO | None = None,
         stdout: BinaryIO | None = None,
     ) -> str:
@@ -508,10 +546,11 @@ class RepoCache:
         the agent's objects too; ``as_agent``: run as the agent's uid."""
         assert workspace.repo_dir is not None and workspace.objects is not None
         extra = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
-        if alternates:
+        if alternates:  # the agent's objects, and whatever their alternates name: its rights
             extra["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(workspace.objects)
+            as_agent = True
         extra |= env or {}
-        where = [f"--git-dir={workspace.repo_dir}"]
+        where = [f"--git-dir={git_dir or workspace.repo_dir}"]
         if work_tree:
             where.append(f"--work-tree={workspace.path}")
         argv = ["git", *_HARDENED, *where, *args]
@@ -592,9 +631,7 @@ class RepoCache:
             sha = self._rev(url, f"{candidate}^{{commit}}")
             if sha is not None:
                 return name, sha
-        sha = (
-            self._rev(url, f"{name}^{{commit}}") if re.fullmatch(r"[0-9a-f]{7,64}", name) else None
-        )
+        sha = self._rev(url, f"{name}^{{commit}}") if _ABBREV_ID.match(name) else None
         if sha is not None and self._published(url, sha):
             return name, sha
         raise RepoError(f"base_ref {name!r} not found in {redact_url(url)}", repo=redact_url(url))

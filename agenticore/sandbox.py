@@ -47,9 +47,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# per-job uids: above any account's (2^30 …), a 2^30-wide range keyed by the job id
+# per-job uids: above any account's (2^30 …), a 2^31-wide range keyed by the job id; every
+# job's agent has the one primary group AGENT_GID, so it never equals a repo cache's group
 JOB_UID_BASE = 1 << 30
-JOB_UID_SPAN = 1 << 30
+JOB_UID_SPAN = 1 << 31
+AGENT_GID = JOB_UID_BASE - 1
 # what any program needs to run sensibly; nothing here identifies or authenticates anyone
 _BASE_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR"})
 _BASE_PREFIXES = ("LC_", "OTEL_")
@@ -90,7 +92,7 @@ def resolve_identity(settings: Settings) -> AgentIdentity:
 def group_for(name: str) -> int:
     """A gid of its own for ``name`` (a repo cache), in the range of per-job uids."""
     digest = int.from_bytes(hashlib.sha256(f"group:{name}".encode()).digest()[:8], "big")
-    return JOB_UID_BASE + digest % JOB_UID_SPAN
+    return JOB_UID_BASE + digest % JOB_UID_SPAN  # never AGENT_GID: that lies below
 
 
 def for_job(agent: AgentIdentity, job_id: str) -> AgentIdentity:
@@ -101,7 +103,7 @@ def for_job(agent: AgentIdentity, job_id: str) -> AgentIdentity:
         return agent
     digest = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
     uid = JOB_UID_BASE + digest % JOB_UID_SPAN
-    return AgentIdentity(uid, uid, f"agent-{uid}", isolated=True, per_job=True)
+    return AgentIdentity(uid, AGENT_GID, f"agent-{uid}", isolated=True, per_job=True)
 
 
 @lru_cache(maxsize=8)
@@ -117,7 +119,7 @@ def _resolve(wanted: str, paths: tuple[Path, ...], agent_bin: str) -> AgentIdent
     if missing:
         return _fail_or_share(wanted, me, f"{' and '.join(missing)} (util-linux) not on PATH")
     if wanted == "auto":
-        agent = AgentIdentity(JOB_UID_BASE, JOB_UID_BASE, "agent-<per job>", True, per_job=True)
+        agent = AgentIdentity(JOB_UID_BASE, AGENT_GID, "agent-<per job>", True, per_job=True)
     else:
         try:
             user = _lookup(wanted)

@@ -4,8 +4,10 @@ nothing it plants may run in the worker (given a worker running as root, which i
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from agenticore.config import Settings
-from agenticore.repos import repo_key
-from agenticore.sandbox import JOB_UID_BASE, for_job, resolve_identity
+from agenticore.errors import RepoError
+from agenticore.models import Job, JobSpec
+from agenticore.repos import RepoCache, repo_key
+from agenticore.sandbox import JOB_UID_BASE, as_user, for_job, resolve_identity
 from tests.conftest import FORGE_TOKEN, Fleet, forge_settings, running_fleet
 from tests.fake_forge import FakeForge
-from tests.helpers import FAKE_CLAUDE, free_port, git, wait_for
+from tests.helpers import FAKE_CLAUDE, free_port, git, make_remote, wait_for
 
 pytestmark = [pytest.mark.integration]
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a worker run as root")
@@ -186,6 +190,74 @@ def test_given_two_jobs_then_one_agent_can_touch_nothing_of_the_other(
     transcript = Path(attacker["transcript_path"]).read_text()
     assert "REACHED" not in transcript and transcript.count("DENIED") == len(targets)
     assert (worktree / "PRIVATE.md").read_text() == "victim's work"
+
+
+@root_only
+@pytest.mark.slow
+def test_given_an_agent_whose_objects_borrow_another_repo_then_nothing_of_it_is_adopted(
+    hostile_fleet: Fleet, sandbox_root: Path, forge: FakeForge
+) -> None:
+    victim_repo = f"{forge.url}/acme/widgets.git"
+    task = "Secret\n@fake write SECRET.md tenant secret\n@fake commit secret work"
+    victim = _settled(hostile_fleet, hostile_fleet.submit(task=task, repo_url=victim_repo)["id"])
+    assert victim["commit_sha"], victim["error"]
+    settings = hostile_fleet.settings
+    victim_objects = settings.repos_dir / repo_key(victim_repo) / "repo" / "objects"
+    # the agent points its own objects at the other cache and forges a commit on top of it
+    thief = sandbox_root / "bin" / "borrow"
+    thief.write_text(
+        "#!/bin/sh\nset -e\n"
+        f'echo "{victim_objects}" > "$GIT_OBJECT_DIRECTORY/info/alternates" || '
+        'mkdir -p "$GIT_OBJECT_DIRECTORY/info" && '
+        f'echo "{victim_objects}" > "$GIT_OBJECT_DIRECTORY/info/alternates"\n'
+        f'c=$(printf "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\\nparent {victim["commit_sha"]}'
+        '\\nauthor a <a@b> 0 +0000\\ncommitter a <a@b> 0 +0000\\n\\nborrowed\\n" | '
+        "git hash-object -t commit -w --literally --stdin)\n"
+        'git update-ref --no-deref HEAD "$c"\n'
+    )
+    thief.chmod(0o755)
+
+    job = hostile_fleet.submit(task=f"Borrow\n@fake exec {thief}",
+                               repo_url=f"{forge.url}/gl/group/proj.git")  # fmt: skip
+    done = _settled(hostile_fleet, job["id"])
+
+    own_cache = settings.repos_dir / repo_key(f"{forge.url}/gl/group/proj.git") / "repo"
+    borrowed = subprocess.run(["git", "--git-dir", str(own_cache), "cat-file", "-e",
+                               str(victim["commit_sha"])], capture_output=True)  # fmt: skip
+    assert borrowed.returncode != 0, "the other repo's commit reached this repo's cache"
+    assert done["status"] == "failed", "a job whose work cannot be adopted does not succeed"
+
+
+@root_only
+def test_given_a_git_folder_swapped_for_a_link_then_the_worker_writes_nothing_through_it(
+    sandbox_root: Path, tmp_path: Path
+) -> None:
+    settings = Settings(
+        home=sandbox_root / f"home-{free_port()}",
+        agent_user="auto",
+        allow_local_repos=True,
+        claude_bin=str(sandbox_root / "bin" / "claude"),
+    )
+    remote = make_remote(sandbox_root / f"remote-{free_port()}")
+    cache = RepoCache(settings)
+    cache.ensure(str(remote))
+    job = Job.from_spec(JobSpec(task="x", repo_url=str(remote)))
+    workspace = cache.create_workspace(job)
+    assert workspace.gitdir is not None and workspace.agent is not None
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    # what the job's agent does in its own home, as its own uid
+    subprocess.run(as_user(["sh", "-c", 'mv "$0" "$0.old" && ln -s "$1" "$0"',
+                            str(workspace.gitdir), str(private)], workspace.agent),
+                   check=True)  # fmt: skip
+
+    with contextlib.suppress(RepoError):
+        cache.create_workspace(job)  # a redelivered attempt reuses the worktree
+
+    assert list(private.iterdir()) == [], "the worker wrote through the agent's link"
+    key_dir = settings.repos_dir / repo_key(str(remote))
+    assert stat.S_IMODE(key_dir.stat().st_mode) == 0o750
+    assert stat.S_IMODE(settings.repos_dir.stat().st_mode) == 0o711
 
 
 def test_given_agents_that_share_the_workers_uid_then_the_worker_warns_once(fleet: Fleet) -> None:

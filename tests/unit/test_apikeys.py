@@ -159,16 +159,21 @@ def test_given_auth_disabled_then_only_loopback_hosts_are_allowed(host: str, ref
     assert exposure_error(Settings(auth_disabled=False), host) is None
 
 
-def test_given_wrong_secrets_for_a_known_id_then_the_id_stops_being_hashed_for_a_minute(
+def test_given_wrong_secrets_for_a_known_id_then_new_guesses_are_not_hashed_for_a_minute(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(api_key_cache_seconds=0)
     store = KeyStore(settings)
     record, key = store.create("target", Role.VIEWER)
-    guess = f"agk_{record.id}_{'x' * 43}"
+    _, unseen = store.create("unseen", Role.VIEWER)
+    assert store.verify(key) == record  # the owner used it here before
+    unseen_id = unseen.split("_")[1]
 
-    wrong = [store.verify(guess) for _ in range(10)]
+    wrong = [store.verify(f"agk_{i}_{'x' * 43}") for i in (record.id, unseen_id) for _ in range(10)]
 
-    assert wrong == [None] * 10
-    assert store.verify(key) is None, "held for the minute: even the right secret is not hashed"
-    assert KeyStore(settings).verify(key) == record, "the hold is this process's alone"
+    assert wrong == [None] * 20
+    assert store.verify(key) == record, "a secret verified here before still passes"
+    assert store.verify(unseen) is None, "a new secret for a held id is not hashed"
+    assert KeyStore(settings).verify(unseen) is not None, "the hold is this store's alone"
+    store.revoke(record.id)
+    assert store.verify(key) is None, "a known secret is still checked against revocation"

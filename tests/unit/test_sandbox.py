@@ -12,10 +12,12 @@ import pytest
 from agenticore.config import Settings
 from agenticore.errors import AgentError
 from agenticore.sandbox import (
+    AGENT_GID,
     JOB_UID_BASE,
     AgentIdentity,
     agent_environment,
     for_job,
+    group_for,
     hand_over,
     resolve_identity,
     sandboxed,
@@ -134,10 +136,11 @@ def test_given_job_folders_then_hand_over_gives_them_to_the_agent_but_not_link_t
 
 
 def test_given_auto_then_each_job_gets_a_stable_uid_of_its_own_above_every_account() -> None:
-    auto = AgentIdentity(JOB_UID_BASE, JOB_UID_BASE, "agent-<per job>", True, per_job=True)
+    auto = AgentIdentity(JOB_UID_BASE, AGENT_GID, "agent-<per job>", True, per_job=True)
 
     first, again, other = for_job(auto, "job-a"), for_job(auto, "job-a"), for_job(auto, "job-b")
 
     assert first == again and first.uid != other.uid
-    assert first.uid >= JOB_UID_BASE and first.gid == first.uid and first.isolated
+    assert first.uid >= JOB_UID_BASE and first.gid == AGENT_GID and first.isolated
+    assert group_for("some repo") != AGENT_GID, "no job's own group opens a repo cache"
     assert for_job(NOBODY, "job-a") == NOBODY, "a named user serves every job"
