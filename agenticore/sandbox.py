@@ -2,9 +2,9 @@
 environment, so that nothing it can inspect holds the worker's secrets.
 
 The agent is untrusted code: a repository's files or a task's text can steer it. When the
-worker may switch users (it runs as root, as the shipped image's worker does), every agent
-process runs under a uid of its job's own (``AGENT_USER=auto``; or one named user for all)
-inside ``unshare --pid --mount-proc``: the kernel then refuses it the worker's
+worker may switch users (it runs as root), every agent process runs under a uid of its
+job's own (``AGENT_USER=auto``; or one named user for all) inside ``unshare --pid
+--mount-proc``: the kernel then refuses it the worker's
 ``/proc/<pid>/environ`` and memory (another uid) and every other job's files and processes,
 it cannot even see the worker's processes (its own pid namespace), and whatever it leaves
 running dies with it (the namespace's init is killed when the job's process group is).
@@ -20,7 +20,6 @@ warns once at startup. The environment allow-list and the worker's hardened git 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import pwd
 import shutil
@@ -44,8 +43,6 @@ __all__ = [
     "sandboxed",
     "startup_warning",
 ]
-
-log = logging.getLogger(__name__)
 
 # per-job uids: above any account's (2^30 …), a 2^31-wide range keyed by the job id; every
 # job's agent has the one primary group AGENT_GID, so it never equals a repo cache's group
