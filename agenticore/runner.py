@@ -180,6 +180,7 @@ class JobRunner:
             grace=self.settings.kill_grace_seconds,
             stall_seconds=self.settings.stall_seconds,
             max_rss_mb=self.settings.max_agent_rss_mb,
+            owner_uid=agent.uid if agent.per_job else None,
             stdin=backend.prompt_input(job),
         )
         stream = backend.new_stream()

@@ -68,6 +68,7 @@ class ProcessSpec:
     grace: float = 10.0
     stall_seconds: float | None = None
     max_rss_mb: int | None = None
+    owner_uid: int | None = None  # a uid of this agent's alone: its memory is measured by it
     # what the agent reads on stdin (its prompt), then EOF; None: stdin is /dev/null
     stdin: bytes | None = None
 
@@ -258,15 +259,17 @@ def _watchdog(spec: ProcessSpec, pgid: int, silent_for: float, result: ProcessRe
     if spec.stall_seconds is not None and silent_for >= spec.stall_seconds:
         return "stalled"
     if spec.max_rss_mb is not None:
-        rss = group_rss_mb(pgid)
+        rss = group_rss_mb(pgid, uid=spec.owner_uid)
         result.peak_rss_mb = max(result.peak_rss_mb, rss)
         if rss > spec.max_rss_mb:
             return "memory_exceeded"
     return None
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every live process in the group, from /proc."""
+def group_rss_mb(pgid: int, *, uid: int | None = None) -> float:
+    """Resident memory of every live process in the group, from /proc; with ``uid`` (a uid
+    the job's agent alone runs as), of every process of that uid too: a process that left
+    the group with ``setsid`` still counts."""
     total_pages = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -274,10 +277,11 @@ def group_rss_mb(pgid: int) -> float:
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as handle:
                 stat = handle.read()
+            owner = entry.stat().st_uid if uid is not None else None
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid:
+        if int(fields[2]) == pgid or (owner is not None and owner == uid):
             total_pages += int(fields[21])  # rss, in pages
     return total_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 

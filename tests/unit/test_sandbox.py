@@ -23,6 +23,7 @@ from agenticore.sandbox import (
     sandboxed,
     startup_warning,
 )
+from agenticore.supervisor import ProcessSpec, supervise
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 NOBODY = AgentIdentity(65534, 65534, "nobody", isolated=True)
@@ -144,3 +145,42 @@ def test_given_auto_then_each_job_gets_a_stable_uid_of_its_own_above_every_accou
     assert first.uid >= JOB_UID_BASE and first.gid == AGENT_GID and first.isolated
     assert group_for("some repo") != AGENT_GID, "no job's own group opens a repo cache"
     assert for_job(NOBODY, "job-a") == NOBODY, "a named user serves every job"
+
+
+ESCAPEE = """
+import os, sys, time
+print("started", flush=True)
+if os.fork() == 0:
+    os.setsid()  # out of the job's process group
+    hog = bytearray(300 * 1024 * 1024)
+    for i in range(0, len(hog), 4096):
+        hog[i] = 1
+    time.sleep(60)
+time.sleep(60)
+"""
+
+
+@root_only
+@pytest.mark.parametrize("by_uid", [True, False])
+def test_given_an_agent_child_that_leaves_its_group_then_its_uid_still_counts_for_memory(
+    tmp_path: Path, by_uid: bool
+) -> None:
+    agent = AgentIdentity(JOB_UID_BASE + 4242, AGENT_GID, "agent-test", True, per_job=True)
+    spec = ProcessSpec(
+        argv=sandboxed(["/usr/bin/python3", "-c", ESCAPEE], agent),
+        cwd=Path("/"),
+        env={"PATH": "/usr/bin:/bin"},
+        transcript=tmp_path / "transcript.log",
+        stderr=tmp_path / "stderr.log",
+        timeout=8,
+        grace=1,
+        max_rss_mb=100,
+        owner_uid=agent.uid if by_uid else None,
+    )
+
+    result = supervise(spec, on_line=lambda line: None)
+
+    if by_uid:
+        assert result.stop_reason == "memory_exceeded" and result.peak_rss_mb > 100
+    else:  # what the group alone sees: the escapee's memory goes unnoticed
+        assert result.stop_reason == "timeout"
