@@ -7,6 +7,7 @@ import base64
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -258,6 +259,29 @@ def test_given_a_git_folder_swapped_for_a_link_then_the_worker_writes_nothing_th
     key_dir = settings.repos_dir / repo_key(str(remote))
     assert stat.S_IMODE(key_dir.stat().st_mode) == 0o750
     assert stat.S_IMODE(settings.repos_dir.stat().st_mode) == 0o711
+
+
+@root_only
+@pytest.mark.slow
+def test_given_a_pool_process_killed_mid_job_then_the_next_attempt_keeps_the_agents_commit(
+    hostile_fleet: Fleet, forge: FakeForge
+) -> None:
+    task = "Twice\n@fake write A.md first\n@fake commit first try\n@fake sleep 8\n@fake result ok"
+    repo = f"{forge.url}/acme/widgets.git"
+    job_id = hostile_fleet.submit(task=task, repo_url=repo)["id"]
+    agent = wait_for(lambda: hostile_fleet.agent_pid(job_id), timeout=30, what="the agent")
+    pool_process = int(Path(f"/proc/{agent}/stat").read_text().split(") ")[1].split()[1])
+    head = hostile_fleet.settings.agent_homes_dir / job_id / "git" / "HEAD"
+    base = wait_for(lambda: hostile_fleet.job(job_id)["base_sha"], timeout=30, what="base")
+    wait_for(lambda: head.read_text().strip() != base, timeout=30, what="the agent's commit")
+
+    os.kill(pool_process, signal.SIGKILL)
+    done = hostile_fleet.wait_until_final(job_id, timeout=90)
+
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done["error"]
+    cache = hostile_fleet.settings.repos_dir / repo_key(repo) / "repo"
+    log = git(cache, "log", "--format=%s", str(done["branch"]))
+    assert "first try" in log.splitlines(), "the killed attempt's commit was adopted"
 
 
 def test_given_agents_that_share_the_workers_uid_then_the_worker_warns_once(fleet: Fleet) -> None:
