@@ -10,6 +10,7 @@ home, but cannot list it.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ __all__ = [
     "make_dirs",
     "open_beneath",
     "private_dir",
-    "read_regular",
+    "read_beneath",
+    "remove_path",
 ]
 
 PRIVATE_FILE = 0o600
@@ -83,22 +85,6 @@ def private_dir(path: Path, *, home: Path | None = None) -> Path:
     return path
 
 
-def read_regular(path: Path, limit: int) -> bytes | None:
-    """Up to ``limit`` bytes of ``path`` if it is a regular file, else None: for files
-    another uid could have swapped for a symlink, a FIFO or a device (never followed, never
-    blocked on)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
-
-
 def open_beneath(root: Path, parts: Sequence[str]) -> int | None:
     """A read-only descriptor of the regular file ``root/parts…``, reached one folder at a
     time without following any symlink (a folder of another uid's, swapped for a link to
@@ -122,6 +108,23 @@ def open_beneath(root: Path, parts: Sequence[str]) -> int | None:
         os.close(file_fd)
         return None
     return file_fd
+
+
+def read_beneath(root: Path, parts: Sequence[str], limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of the regular file ``root/parts…`` (see ``open_beneath``)."""
+    fd = open_beneath(root, parts)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(limit)
+
+
+def remove_path(path: Path) -> None:
+    """Removes a file, a link (never its target) or a whole folder, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
 
 
 def _tighten(folder: Path, *, keep: int) -> None:

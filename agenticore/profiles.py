@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRequest, ProfileNotFound
-from agenticore.files import make_dirs, open_beneath
+from agenticore.files import make_dirs, open_beneath, remove_path
 from agenticore.models import PROFILE_NAME, Job, JobSpec, valid_job_id
 
 __all__ = [
@@ -179,7 +179,7 @@ def materialize(
     home.mkdir(mode=0o700, exist_ok=True)
     # an earlier attempt's agent owned what is in its home: rebuilt, never written through
     for name in (".claude", ".mcp.json", "tmp"):
-        _remove(home / name)
+        remove_path(home / name)
     config_dir = home / ".claude"
     config_dir.mkdir(mode=0o700)
     (home / "tmp").mkdir(mode=0o700)
@@ -271,14 +271,6 @@ def _mcp_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("mcpServers", {}), dict):
         raise InvalidRequest(f"{path} must hold {{'mcpServers': {{...}}}}")
     return data if "mcpServers" in data else {"mcpServers": data}
-
-
-def _remove(path: Path) -> None:
-    """Removes a file, a symlink (never its target) or a whole folder."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
-        path.unlink()
 
 
 def _carry_login(config_dir: Path, *, link: bool) -> None:

@@ -41,7 +41,7 @@ import git
 
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
-from agenticore.files import atomic_write, make_dirs, open_beneath, read_regular
+from agenticore.files import atomic_write, make_dirs, open_beneath, read_beneath, remove_path
 from agenticore.forges import SCP_LIKE, git_auth_env
 from agenticore.locks import exclusive
 from agenticore.models import GIT_REF, Job
@@ -107,14 +107,6 @@ def _scratch_files(root: Path, limit: int = 1000) -> list[str]:
         if len(found) >= limit:
             break
     return sorted(found)[:limit]
-
-
-def _remove(path: Path) -> None:
-    """Removes a file, a link (never its target) or a whole folder, if there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
-        path.unlink()
 
 
 def _agent(workspace: Workspace) -> AgentIdentity:
@@ -370,7 +362,7 @@ class RepoCache:
         self._prepare_root(home.parent)
         home.mkdir(mode=0o700, exist_ok=True)
         for folder in (workspace.path, workspace.gitdir, workspace.objects):
-            _remove(folder)
+            remove_path(folder)
             folder.mkdir(mode=0o700)
         files = {
             "HEAD": f"{head}\n",
@@ -389,7 +381,8 @@ class RepoCache:
         """The worktree's ``.git`` must still be the file we wrote, pointing at its git
         folder: an agent that replaced it gets its run refused, not its repository trusted."""
         dotgit = workspace.path / ".git"
-        content = read_regular(dotgit, 4096)
+        # from the worktree root (ours): the agent may not swap the worktree itself
+        content = read_beneath(dotgit.parent.parent, [dotgit.parent.name, dotgit.name], 4096)
         if content is None or content.decode("utf-8", "replace").strip() != (
             f"gitdir: {workspace.gitdir}"
         ):
@@ -409,8 +402,8 @@ class RepoCache:
 
     def _agent_head(self, workspace: Workspace) -> str | None:
         """The commit the agent's worktree HEAD names (data the agent wrote: checked)."""
-        raw = self._read_agent_file(workspace, "HEAD", _HEAD_MAX_BYTES)
-        text = raw.decode("ascii", "replace").strip() if raw is not None else ""
+        raw = read_beneath(*self._agent_file(workspace, "HEAD"), _HEAD_MAX_BYTES) or b""
+        text = raw.decode("ascii", "replace").strip()
         if _OBJECT_ID.match(text):
             return text
         ref = text.removeprefix("ref: ")
@@ -507,26 +500,20 @@ class RepoCache:
             yield tree, sorted(name for name in names.split("\0") if name)
 
     def _copy_agent_index(self, workspace: Workspace, target: Path) -> bool:
-        fd = self._open_agent_file(workspace, "index")
+        fd = open_beneath(*self._agent_file(workspace, "index"))
         if fd is None:
             return False
         with os.fdopen(fd, "rb") as source, target.open("wb") as copy:
             shutil.copyfileobj(source, copy)
         return True
 
-    def _open_agent_file(self, workspace: Workspace, name: str) -> int | None:
-        """A file of the worktree's git folder, opened from the agent homes' root (ours)
-        without following any link the agent made on the way."""
+    @staticmethod
+    def _agent_file(workspace: Workspace, name: str) -> tuple[Path, list[str]]:
+        """A file of the worktree's git folder, as a root of ours (the agent homes) and the
+        names beneath it, to be opened without following any link the agent made."""
         assert workspace.gitdir is not None
         home = workspace.gitdir.parent
-        return open_beneath(home.parent, [home.name, workspace.gitdir.name, name])
-
-    def _read_agent_file(self, workspace: Workspace, name: str, limit: int) -> bytes | None:
-        fd = self._open_agent_file(workspace, name)
-        if fd is None:
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            return handle.read(limit)
+        return home.parent, [home.name, workspace.gitdir.name, name]
 
     def _data_git(
         self,

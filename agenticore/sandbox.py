@@ -88,8 +88,7 @@ def resolve_identity(settings: Settings) -> AgentIdentity:
 
 def group_for(name: str) -> int:
     """A gid of its own for ``name`` (a repo cache), in the range of per-job uids."""
-    digest = int.from_bytes(hashlib.sha256(f"group:{name}".encode()).digest()[:8], "big")
-    return JOB_UID_BASE + digest % JOB_UID_SPAN  # never AGENT_GID: that lies below
+    return _in_job_range(f"group:{name}")  # never AGENT_GID: that lies below the range
 
 
 def for_job(agent: AgentIdentity, job_id: str) -> AgentIdentity:
@@ -98,8 +97,7 @@ def for_job(agent: AgentIdentity, job_id: str) -> AgentIdentity:
     processes; else ``agent`` itself."""
     if not agent.per_job:
         return agent
-    digest = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
-    uid = JOB_UID_BASE + digest % JOB_UID_SPAN
+    uid = _in_job_range(job_id)
     return AgentIdentity(uid, AGENT_GID, f"agent-{uid}", isolated=True, per_job=True)
 
 
@@ -214,6 +212,11 @@ def startup_warning(settings: Settings) -> str | None:
         "could read this worker's secrets (forge tokens, the Redis password) through /proc; "
         "see 'Deploying safely' in SECURITY.md."
     )
+
+
+def _in_job_range(text: str) -> int:
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    return JOB_UID_BASE + digest % JOB_UID_SPAN
 
 
 def _agent_paths(settings: Settings) -> list[Path]:
