@@ -112,6 +112,10 @@ class Settings(BaseSettings):
         description="422 for a longer task, counted in UTF-8 bytes",
     )
     model_prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    retention_days: float = Field(
+        default=14, ge=0, description="finished jobs are removed after this; 0 keeps them"
+    )
+    max_transcript_mb: int = Field(default=50, ge=1, description="a transcript keeps its tail")
     clone_timeout_seconds: int = Field(default=600, ge=10)
     allow_local_repos: bool = False
     github_token: SecretStr | None = Field(

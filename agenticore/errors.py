@@ -6,7 +6,9 @@
     │   └── ProfileNotFound       no such profile                        (.profile)
     ├── JobNotFound               no record for the id (HTTP 404)        (.job_id)
     ├── InvalidTransition         e.g. a finished job asked to run again (.job_id)
-    ├── StoreUnavailable          neither Redis nor the file store answers
+    │   └── StaleAttempt          a newer attempt owns the job now       (.attempt)
+    ├── StoreUnavailable          the job store cannot be written (HTTP 503)
+    │   └── StorageFull           no space left for it (HTTP 507)
     ├── LockTimeout               a repo or job lock could not be taken  (.name)
     ├── NoPermit                  a limit is full: defer, never drop     (.reason, .retry_after)
     ├── RetryLater                a step failed transiently; try again   (.job_id, .retry_after)
@@ -33,6 +35,8 @@ __all__ = [
     "ProfileNotFound",
     "RepoError",
     "RetryLater",
+    "StaleAttempt",
+    "StorageFull",
     "StoreUnavailable",
 ]
 
@@ -73,8 +77,26 @@ class InvalidTransition(AgenticoreError):
         self.wanted = wanted
 
 
+class StaleAttempt(InvalidTransition):
+    """A delivery that lost its lease wrote after the job was handed on: its writes (and
+    its cleanup) would clobber the attempt that owns the job now."""
+
+    def __init__(self, job_id: str, attempt: int, current: str) -> None:
+        AgenticoreError.__init__(
+            self, f"job {job_id}: attempt {attempt} was superseded (the job is {current})"
+        )
+        self.job_id = job_id
+        self.current = current
+        self.wanted = current
+        self.attempt = attempt
+
+
 class StoreUnavailable(AgenticoreError):
     pass
+
+
+class StorageFull(StoreUnavailable):
+    """The disk under the job store is full: nothing new is accepted until there is room."""
 
 
 class LockTimeout(AgenticoreError):

@@ -15,13 +15,16 @@ import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 __all__ = [
     "HOME_MODE",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
     "atomic_write",
+    "atomic_write_bytes",
     "make_dirs",
+    "open_append",
     "open_beneath",
     "private_dir",
     "read_beneath",
@@ -40,12 +43,17 @@ def atomic_write(path: Path, text: str, *, durable: bool = True) -> None:
     ``durable`` adds an fsync before the rename: for records that must survive a host crash
     (jobs), not for state that dies with its holders anyway (leases, heartbeats).
     """
+    atomic_write_bytes(path, text.encode(), durable=durable)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """``atomic_write`` for bytes."""
     make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         os.fchmod(fd, PRIVATE_FILE)  # mkstemp's default, stated: whatever the umask
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -53,6 +61,14 @@ def atomic_write(path: Path, text: str, *, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def open_append(path: Path) -> IO[bytes]:
+    """``path`` opened for appending, created 0600 (and made 0600 if an older run left it
+    wider): transcripts and logs hold whatever the agent saw."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)
+    return os.fdopen(fd, "ab")
 
 
 def make_dirs(path: Path, mode: int = PRIVATE_DIR) -> None:

@@ -1,13 +1,16 @@
 """The whole Redis key schema, in one place.
 
 All keys live under ``<prefix>:`` (``AGENTICORE_REDIS_KEY_PREFIX``), Celery's under
-``<prefix>:celery:`` via ``global_keyprefix``.
+``<prefix>:celery:`` via ``global_keyprefix``. Job records themselves are files
+(``HOME/jobs``); the ``jobs``/``due`` keys index them and are rebuilt from the files when
+Redis comes back empty (``agenticore.index``).
 
-    <prefix>:job:<id>              hash, one field per Job attribute (JSON values), TTL
     <prefix>:jobs                  sorted set, all job ids (score 0, ids sort by time)
     <prefix>:jobs:<status>         sorted set, ids currently in that status
-    <prefix>:jobs:pr:pending       sorted set, ids whose PR step has not settled
-    <prefix>:idem:<sha256(key)>    string, job id owning an Idempotency-Key, TTL
+    <prefix>:due:watch             sorted set, queued ids to look at, score = when (unix s)
+    <prefix>:due:pr                sorted set, ids whose PR step is pending, score = due time
+    <prefix>:due:finished          sorted set, finished ids, score = finish time (retention)
+    <prefix>:index:built           string, set once the indexes above hold every job record
     <prefix>:breaker:<name>        hash, circuit breaker state of an agent backend
     <prefix>:worker:<name>         hash, a worker's declared state and last heartbeat
     <prefix>:workers               set, names of known workers
@@ -27,17 +30,17 @@ class KeySchema:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
     def jobs_index(self) -> str:
         return f"{self.prefix}:jobs"
 
     def jobs_by_status(self, status: str) -> str:
         return f"{self.prefix}:jobs:{status}"
 
-    def pr_pending(self) -> str:
-        return f"{self.prefix}:jobs:pr:pending"
+    def schedule(self, name: str) -> str:
+        return f"{self.prefix}:due:{name}"
+
+    def index_built(self) -> str:
+        return f"{self.prefix}:index:built"
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
@@ -47,9 +50,6 @@ class KeySchema:
 
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
-
-    def idempotency(self, digest: str) -> str:
-        return f"{self.prefix}:idem:{digest}"
 
     def breaker(self, name: str) -> str:
         return f"{self.prefix}:breaker:{name}"

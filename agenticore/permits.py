@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,10 +74,12 @@ class Permit:
     """A held permit. Release it, or take it with ``PermitGate.acquire`` which always does."""
 
     def __init__(
-        self, backend: _Backend, holder: str, scopes: tuple[str, ...], lease_seconds: float
+        self, backend: _Backend, holder: str, limits: list[tuple[str, int]], lease_seconds: float
     ) -> None:
         self.holder = holder
-        self.scopes = scopes
+        self.scopes = tuple(scope for scope, _ in limits)
+        self.lost = threading.Event()  # set once the lease is gone and was not taken back
+        self._limits = limits
         self._backend = backend
         self._lease_seconds = lease_seconds
         self._released = False
@@ -93,6 +95,17 @@ class Permit:
         except _UNAVAILABLE as exc:
             log.warning("permit %s: renew failed (%s)", self.holder, exc)
             return False
+
+    def reacquire(self) -> bool | None:
+        """Takes a lapsed lease back, under the same limits, if nobody took the slot
+        meanwhile; False if a scope is full now, None if the store does not answer."""
+        if self._released:
+            return False
+        try:
+            return self._backend.acquire(self.holder, self._limits, self._lease_seconds) is None
+        except _UNAVAILABLE as exc:
+            log.warning("permit %s: taking the lease back failed (%s)", self.holder, exc)
+            return None
 
     def release(self) -> None:
         """Gives the permit back; idempotent, and never raises for an unreachable store."""
@@ -152,7 +165,7 @@ class PermitGate:
         if refusal is not None:
             reason = f"{refusal.scope} full ({refusal.used}/{refusal.limit})"
             raise NoPermit(reason, max(0.0, min(self.retry_after, refusal.frees_in)))
-        return Permit(self._backend, holder, tuple(s for s, _ in wanted), self.lease_seconds)
+        return Permit(self._backend, holder, wanted, self.lease_seconds)
 
     @contextmanager
     def acquire(self, holder: str, limits: Sequence[Limit]) -> Iterator[Permit]:
@@ -189,31 +202,53 @@ def job_gate(settings: Settings) -> PermitGate:
 
 
 @contextmanager
-def job_lease(gate: PermitGate, job_id: str, limits: Sequence[Limit] = ()) -> Iterator[Permit]:
+def job_lease(
+    gate: PermitGate,
+    job_id: str,
+    limits: Sequence[Limit] = (),
+    *,
+    take_back: Callable[[Permit], bool | None] | None = None,
+) -> Iterator[Permit]:
     """The job's lease plus ``limits``, renewed every third of a lease until the block ends;
-    raises ``NoPermit`` if any is taken."""
+    raises ``NoPermit`` if any is taken. A lease that lapsed (the store paused or failed
+    over) is taken back by ``take_back`` (default: ``Permit.reacquire``); if that is refused,
+    ``permit.lost`` is set and the holder must stop."""
     holder = f"{job_id}/{uuid.uuid4().hex[:8]}"
     every = gate.lease_seconds / 3
     with (
         gate.acquire(holder, [Limit(job_scope(job_id), 1), *limits]) as permit,
-        kept_alive(permit, every),
+        kept_alive(permit, every, take_back or Permit.reacquire),
     ):
         yield permit
 
 
 @contextmanager
-def kept_alive(permit: Permit, every: float) -> Iterator[Permit]:
+def kept_alive(
+    permit: Permit, every: float, take_back: Callable[[Permit], bool | None] | None = None
+) -> Iterator[Permit]:
     """Renews ``permit`` on a background thread until the block ends.
 
     A thread, not the job's own loop: cloning a large repo or any other slow step must not
-    let the lease lapse, or the job would look abandoned while it runs.
+    let the lease lapse, or the job would look abandoned while it runs. A renewal that
+    fails is followed by ``take_back``: True, taken back; None, no answer (while the store
+    does not answer nobody else can take the lease either, so the holder keeps trying);
+    False, refused: ``permit.lost`` is set.
     """
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every):
-            if not permit.renew():
+            if permit.renew():
+                continue
+            taken = None if take_back is None else take_back(permit)
+            if taken is None:
                 log.warning("permit of %s lapsed; it keeps running", permit.holder)
+            elif taken:
+                log.warning("permit of %s lapsed and was taken back", permit.holder)
+            else:
+                log.error("permit of %s lapsed and another holder has the job", permit.holder)
+                permit.lost.set()
+                return
 
     thread = threading.Thread(target=beat, name=f"lease-{permit.holder}", daemon=True)
     thread.start()

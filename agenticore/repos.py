@@ -302,7 +302,36 @@ class RepoCache:
         self._git(url, self.repo_dir(url), "push", "--quiet", "origin", f"{ref}:{ref}")
         return self._git(url, self.repo_dir(url), "rev-parse", "--verify", ref)
 
+    def discard_branch(self, job: Job) -> bool:
+        """Deletes a finished job's branch from the cache when its work is safe elsewhere:
+        merged into its base on the remote (as the last fetch saw it), pushed as it is, or
+        never past its base. A branch with unpushed work stays. True if deleted."""
+        if job.repo_url is None or job.branch is None or not self.repo_dir(job.repo_url).is_dir():
+            return False
+        url, ref = job.repo_url, f"refs/heads/{job.branch}"
+        with self._lock(url):
+            head = self._rev(url, ref)
+            if head is None:
+                return False
+            keepers = [f"refs/remotes/origin/{job.branch}", job.base_sha]
+            if job.base_ref:
+                keepers.append(f"refs/remotes/origin/{job.base_ref}")
+            if not any(self._holds(url, keeper, head) for keeper in keepers if keeper):
+                return False
+            self._git(url, self.repo_dir(url), "update-ref", "-d", ref, head)
+        return True
+
     # -- internals ---------------------------------------------------------------------
+
+    def _holds(self, url: str, keeper: str, commit: str) -> bool:
+        """Whether ``keeper`` (a ref or commit of the cache) contains ``commit``."""
+        if self._rev(url, f"{keeper}^{{commit}}") is None:
+            return False
+        try:
+            self._git(url, self.repo_dir(url), "merge-base", "--is-ancestor", commit, keeper)
+        except RepoError:
+            return False
+        return True
 
     def _lock(self, url: str):  # type: ignore[no-untyped-def]
         hold = self.settings.clone_timeout_seconds + 60

@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from agenticore.agents import AgentOutcome, get_backend
 from agenticore.breaker import CircuitBreaker
@@ -21,10 +24,12 @@ from agenticore.errors import (
     LockTimeout,
     NoPermit,
     RepoError,
+    StaleAttempt,
+    StoreUnavailable,
 )
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
-from agenticore.permits import Limit, job_gate, job_lease
+from agenticore.permits import Limit, Permit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
@@ -39,6 +44,21 @@ from agenticore.supervisor import (
 __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Delivery:
+    """One delivery's hold on its job: the lease, and the attempt it started."""
+
+    permit: Permit | None = None
+    attempt: int | None = None
+    superseded: bool = False  # the job was handed on while this delivery ran it
+
+    def owns(self, job: Job) -> bool:
+        if self.attempt is None:
+            return True  # not started: the lease alone decides
+        handed_on = job.status in (JobStatus.QUEUED, JobStatus.DEAD)
+        return job.attempts == self.attempt and not handed_on
 
 
 class JobRunner:
@@ -67,12 +87,32 @@ class JobRunner:
         if wait:
             raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
         # the job's lease: while one delivery runs it, a duplicate delivery is deferred
-        with job_lease(self.gate, job.id, self._limits(job, worker)):
-            return self._run_permitted(job, worker, breaker, pr_follows or bool(job.auto_pr))
+        delivery = _Delivery()
+        with job_lease(
+            self.gate, job.id, self._limits(job, worker),
+            take_back=lambda permit: self._take_back(job.id, delivery, permit),
+        ) as permit:  # fmt: skip
+            delivery.permit = permit
+            return self._run_permitted(
+                job, worker, breaker, pr_follows or bool(job.auto_pr), delivery
+            )
+
+    def _take_back(self, job_id: str, delivery: _Delivery, permit: Permit) -> bool | None:
+        """A lapsed lease is taken back only while the job is still this delivery's
+        attempt, judged under the job's lock (the reconciler hands on under it too)."""
+        try:
+            with self.store.locked(job_id):
+                current = self.store.find(job_id)
+                if current is None or not delivery.owns(current):
+                    return False
+                return permit.reacquire()
+        except (LockTimeout, StoreUnavailable):
+            return None  # no answer: nobody else can hand the job on either
 
     def _run_permitted(
-        self, job: Job, worker: str, breaker: CircuitBreaker, pr_follows: bool
-    ) -> Job:
+        self, job: Job, worker: str, breaker: CircuitBreaker, pr_follows: bool,
+        delivery: _Delivery,
+    ) -> Job:  # fmt: skip
         job = self.store.get(job.id)  # re-read under the lease: another delivery may have run it
         if job.terminal:
             return job
@@ -87,22 +127,46 @@ class JobRunner:
             job = self._start(job, worker)
         except InvalidTransition:
             return self.store.get(job.id)  # cancelled between the read and the start
-        workspace: Workspace | None = None
+        delivery.attempt = job.attempts
+        workspaces: list[Workspace] = []
         finished: Job | None = None
         try:
+            finished = self._attempt(job, breaker, pr_follows, delivery, workspaces)
+            return finished
+        except StaleAttempt as exc:
+            # the lease was lost and the job handed on: what is left (the worktree, the
+            # record) belongs to the attempt after this one
+            log.warning("%s; this delivery stops without touching it", exc)
+            delivery.superseded = True
+            return self.store.get(job.id)
+        finally:
+            pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
+            keep = job.keep_worktree or pr_pending or delivery.superseded
+            if workspaces and not keep:
+                self._cleanup(job)
+
+    def _attempt(
+        self, job: Job, breaker: CircuitBreaker, pr_follows: bool, delivery: _Delivery,
+        workspaces: list[Workspace],
+    ) -> Job:  # fmt: skip
+        """Prepares, runs and records one attempt; the workspace it made goes in
+        ``workspaces`` for the caller to clean up."""
+        try:
             workspace = self._prepare(job)
+            workspaces.append(workspace)
             job = self.store.get(job.id)
-            outcome = self._execute(job, workspace)
+            outcome = self._execute(job, workspace, delivery)
             changed, head = self.repos.changes(workspace)
-            finished = self._finish(
+            return self._finish(
                 job, outcome, breaker, changed_files=changed, commit_sha=head,
                 pr_pending=pr_follows,
             )  # fmt: skip
-            return finished
         except Terminated:
             # the agent's group is already dead (supervise's finally); record and let the
             # caller end its process as whoever sent SIGTERM expects
-            self._interrupted(job.id)
+            self._interrupted(job.id, job.attempts)
+            raise
+        except StaleAttempt:
             raise
         except AgenticoreError as exc:
             return self._finish(job, _failure(exc), breaker)
@@ -110,10 +174,6 @@ class JobRunner:
             log.exception("job %s failed inside Agenticore", job.id)
             error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
             return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
-        finally:
-            pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
-            if workspace is not None and not job.keep_worktree and not pr_pending:
-                self._cleanup(job)
 
     # -- steps -------------------------------------------------------------------------
 
@@ -135,6 +195,7 @@ class JobRunner:
         workspace = self.repos.create_workspace(job)
         self.store.update(
             job.id,
+            attempt=job.attempts,
             worktree_path=str(workspace.path),
             branch=workspace.branch,
             base_ref=workspace.base_ref or job.base_ref,
@@ -142,7 +203,7 @@ class JobRunner:
         )
         return workspace
 
-    def _execute(self, job: Job, workspace: Workspace) -> AgentOutcome:
+    def _execute(self, job: Job, workspace: Workspace, delivery: _Delivery) -> AgentOutcome:
         profile = load_profile(self.settings, job.profile)
         backend = get_backend(job.agent)
         # a resumed session keeps its id; a fresh attempt gets a new one (ids are single-use)
@@ -154,6 +215,7 @@ class JobRunner:
         # the record shows the limits this run was held to; the argv passes them on
         job = self.store.update(
             job.id,
+            attempt=job.attempts,
             session_id=session_id,
             max_turns=budget.max_turns,
             max_cost_usd=budget.max_cost_usd,
@@ -182,6 +244,7 @@ class JobRunner:
             max_rss_mb=self.settings.max_agent_rss_mb,
             owner_uid=agent.uid if agent.per_job else None,
             stdin=backend.prompt_input(job),
+            transcript_cap=self.settings.max_transcript_mb * 1024 * 1024,
         )
         stream = backend.new_stream()
         model = job.model or profile.model
@@ -198,12 +261,23 @@ class JobRunner:
         def started(pid: int) -> None:
             if cgroup is not None:
                 cgroup.add(pid)
-            self.store.update(job.id, agent_pid=pid)
+            self.store.update(job.id, attempt=job.attempts, agent_pid=pid)
 
         def salvage(reason: str) -> None:
             sha = self.repos.salvage(workspace, job.id, reason)
-            if sha is not None:
-                self.store.update(job.id, salvaged=True, commit_sha=sha)
+            if sha is None:
+                return
+            try:
+                self.store.update(job.id, attempt=job.attempts, salvaged=True, commit_sha=sha)
+            except StaleAttempt:
+                log.warning("job %s: salvaged %s after losing the job", job.id, sha)
+
+        def should_stop() -> str | None:
+            if self._cancel_requested(job.id):
+                return "cancelled"
+            if delivery.permit is not None and delivery.permit.lost.is_set():
+                return "lease_lost: another delivery took the job over"
+            return None
 
         try:
             with sigterm_raises():
@@ -211,7 +285,7 @@ class JobRunner:
                     spec,
                     on_line=on_line,
                     on_start=started,
-                    should_stop=lambda: "cancelled" if self._cancel_requested(job.id) else None,
+                    should_stop=should_stop,
                     before_kill=salvage,
                 )
             if cgroup is not None and cgroup.oom_killed():
@@ -269,14 +343,29 @@ class JobRunner:
         if pr_pending and status is JobStatus.SUCCEEDED:
             fields |= {"pr_status": PrStatus.PENDING, "pr_due_at": utcnow()}  # the step settles it
         try:
-            job = self.store.update(job_id, status=status, **fields)
+            job = self._record(job_id, status=status, attempt=job.attempts, **fields)
+        except StaleAttempt:
+            raise
         except InvalidTransition:
             # cancelled while it ran: keep the cancellation, still record what the agent did
             fields.pop("error")
             fields.pop("pr_status", None)
             fields.pop("pr_due_at", None)
-            job = self.store.update(job_id, **fields)
+            job = self._record(job_id, attempt=job.attempts, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
+        return job
+
+    def _record(self, job_id: str, **changes: Any) -> Job:
+        """Writes a run's outcome. A store that cannot be written (a full disk) may have
+        room again in a moment: tried for half a lease, then the error goes to the caller,
+        which defers the job (its agent is gone, its work is on the job branch)."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            stop=stop_after_delay(self.settings.lease_seconds / 2),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            reraise=True,
+        )
+        job: Job = retrying(self.store.update, job_id, **changes)
         return job
 
     def _ran_session(self, job_id: str, session_id: str) -> bool:
@@ -302,15 +391,19 @@ class JobRunner:
             )
         return limits
 
-    def _interrupted(self, job_id: str) -> Job:
-        """Cancelled jobs stay cancelled; others are handed back for redelivery."""
+    def _interrupted(self, job_id: str, attempt: int) -> Job | None:
+        """Cancelled jobs stay cancelled; others are handed back for redelivery (unless
+        the job was handed on already)."""
         try:
             return self.store.update(
                 job_id,
                 status=JobStatus.QUEUED,
+                attempt=attempt,
                 agent_pid=None,
                 error="interrupted: the worker stopped during the run; the job is requeued",
             )
+        except StaleAttempt:
+            return None
         except InvalidTransition:
             return self.store.update(job_id, agent_pid=None)
 

@@ -34,9 +34,10 @@ from types import FrameType
 from typing import IO
 
 from agenticore.errors import AgentError
-from agenticore.files import PRIVATE_FILE, private_dir
+from agenticore.files import open_append, private_dir
 from agenticore.reaper import reaper
 from agenticore.redaction import redact_text
+from agenticore.transcripts import CappedFile
 
 __all__ = [
     "ProcessResult",
@@ -71,6 +72,7 @@ class ProcessSpec:
     owner_uid: int | None = None  # a uid of this agent's alone: its memory is measured by it
     # what the agent reads on stdin (its prompt), then EOF; None: stdin is /dev/null
     stdin: bytes | None = None
+    transcript_cap: int | None = None  # bytes kept of the transcript: its tail
 
 
 @dataclass
@@ -122,7 +124,10 @@ def supervise(
     private_dir(spec.stderr.parent)
     started = time.monotonic()
     result = ProcessResult()
-    with _open_private(spec.transcript) as transcript, _open_private(spec.stderr) as stderr:
+    with (
+        CappedFile(spec.transcript, spec.transcript_cap) as transcript,
+        open_append(spec.stderr) as stderr,
+    ):
         proc = _spawn(spec, stderr)
         result.pid = proc.pid
         lines: queue.Queue[object] = queue.Queue()
@@ -212,7 +217,7 @@ def _follow(
     spec: ProcessSpec,
     proc: subprocess.Popen[bytes],
     lines: queue.Queue[object],
-    transcript: IO[bytes],
+    transcript: CappedFile,
     on_line: Callable[[bytes], str | None],
     should_stop: Callable[[], str | None],
     started: float,
@@ -310,7 +315,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
     kill_process_group(proc.pid, signal.SIGKILL)
 
 
-def _drain(lines: queue.Queue[object], transcript: IO[bytes]) -> None:
+def _drain(lines: queue.Queue[object], transcript: CappedFile) -> None:
     while True:
         try:
             item = lines.get_nowait()
@@ -326,14 +331,6 @@ def redact_line(line: bytes) -> bytes:
     text = line.decode("utf-8", "surrogateescape")
     redacted = redact_text(text)
     return line if redacted == text else redacted.encode("utf-8", "surrogateescape")
-
-
-def _open_private(path: Path) -> IO[bytes]:
-    """``path`` opened for appending, created 0600 (and made 0600 if an older run left it
-    wider): transcripts and logs hold whatever the agent saw."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
-    os.fchmod(fd, PRIVATE_FILE)
-    return os.fdopen(fd, "ab")
 
 
 def _redact_file(path: Path) -> None:

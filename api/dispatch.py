@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agenticore.config import Settings
+from agenticore.jobs import JobStore
 from agenticore.models import Job
 from workers.app import enqueue, make_celery
 from workers.broker import queue_depth
@@ -13,12 +14,13 @@ __all__ = ["Dispatcher"]
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
+        self.store = store
         self.celery = make_celery(settings)
 
     def submit(self, job: Job) -> None:
-        enqueue(self.celery, job)
+        enqueue(self.celery, job, self.store)
 
     def cancel(self, job_id: str) -> None:
         self.celery.control.revoke(job_id, terminate=True, signal="SIGTERM")

@@ -18,6 +18,7 @@ from agenticore.errors import (
     InvalidTransition,
     JobNotFound,
     LockTimeout,
+    StorageFull,
     StoreUnavailable,
 )
 from agenticore.jobs import JobStore
@@ -34,6 +35,7 @@ _STATUS_BY_ERROR: list[tuple[type[AgenticoreError], int]] = [
     (InvalidRequest, 422),
     (JobNotFound, 404),
     (InvalidTransition, 409),
+    (StorageFull, 507),
     (StoreUnavailable, 503),
     (LockTimeout, 503),
 ]
@@ -47,10 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resolved = settings or get_settings()
         if reason := exposure_error(resolved, resolved.host):  # `agenticore serve` checks too
             raise RuntimeError(reason)
-        dispatcher = Dispatcher(resolved)
-        app.state.agenticore = AppState(
-            resolved, JobStore(resolved), dispatcher, KeyStore(resolved)
-        )
+        store = JobStore(resolved)
+        dispatcher = Dispatcher(resolved, store)
+        app.state.agenticore = AppState(resolved, store, dispatcher, KeyStore(resolved))
         yield
         dispatcher.close()
 

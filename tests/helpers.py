@@ -86,3 +86,29 @@ def pid_alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+class TinyDisk:
+    """A small tmpfs mounted at ``path`` that can be filled to ENOSPC and emptied again:
+    a real full disk, not a patched ``open``. Needs root (mount)."""
+
+    def __init__(self, path: Path, size_kb: int = 512) -> None:
+        self.path = path
+        self.filler = path / ".filler"
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0711", "tmpfs",
+                        str(path)], check=True)  # fmt: skip
+
+    def fill(self) -> None:
+        with self.filler.open("ab", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
@@ -20,14 +21,15 @@ from celery.signals import (
 import celeryconfig
 from agenticore import logs
 from agenticore.config import Settings, get_settings
+from agenticore.errors import StoreUnavailable
 from agenticore.files import private_dir
 from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
+from agenticore.retention import Retention
 from agenticore.sandbox import startup_warning
 from agenticore.supervisor import kill_process_group
-from workers.broker import messages_in_broker
 from workers.names import OPEN_PULL_REQUEST, RUN_JOB
 
 __all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery", "send_pr_step"]
@@ -43,10 +45,12 @@ def make_celery(settings: Settings | None = None, include: list[str] | None = No
     return celery
 
 
-def enqueue(celery: Celery, job: Job) -> None:
-    """Sends ``run_job`` for a stored job; the job id doubles as the task id, so revoke and
-    result lookups need no mapping."""
+def enqueue(celery: Celery, job: Job, store: JobStore) -> None:
+    """Sends ``run_job`` for a stored job and stops watching it (the message is in the
+    broker now); the job id doubles as the task id, so revoke and result lookups need no
+    mapping."""
     celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority])
+    store.mark_sent(job.id)
 
 
 def send_pr_step(celery: Celery, job: Job) -> None:
@@ -121,12 +125,16 @@ def _stop_fleet_duties(sender: Any = None, **_: Any) -> None:
 def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:
     """Every half lease: heartbeat, then one reconciler pass (if this worker leads it)."""
     settings = get_settings()
+    store = JobStore(settings)
     registry = WorkerRegistry(settings)
+    # results of the embedded broker are files no result_expires sweep (beat) ever removes
+    retention = Retention(settings, store, forget_result=lambda i: celery.AsyncResult(i).forget())
     reconciler = Reconciler(
         settings,
-        lambda job: enqueue(celery, job),
-        in_broker=lambda: messages_in_broker(celery),
+        lambda job: enqueue(celery, job, store),
         resend_pr_step=lambda job: send_pr_step(celery, job),
+        sweep=retention.sweep,
+        store=store,
     )
     while True:
         try:
@@ -134,7 +142,9 @@ def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:
             handed = reconciler.run_once()
             if handed:
                 log.warning("reconciler handed on lost jobs: %s", handed)
-        except Exception:  # a blip in Redis must not end the loop for good
+        except (redis.RedisError, StoreUnavailable) as exc:
+            log.warning("fleet duties: the store did not answer (%s); trying again", exc)
+        except Exception:  # a bug must not end the loop for good
             log.exception("fleet duties failed; trying again next round")
         if stop.wait(settings.lease_seconds / 2):
             return

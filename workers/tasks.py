@@ -13,11 +13,11 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from pydantic import ValidationError
 
 from agenticore.config import get_settings
-from agenticore.errors import InvalidRequest, NoPermit, RetryLater
+from agenticore.errors import InvalidRequest, NoPermit, RetryLater, StoreUnavailable
 from agenticore.jobs import JobStore
 from agenticore.models import JobSpec, JobStatus, PrStatus, valid_job_id
 from agenticore.profiles import job_from_spec
@@ -58,12 +58,18 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     except NoPermit as exc:
         # deferred, never dropped: the same message comes back later (not an attempt)
         log.info("job %s deferred %.1fs: %s", job, exc.retry_after, exc.reason)
-        raise self.retry(countdown=jittered(max(exc.retry_after, 1.0))) from None
+        raise _deferred(self, runner, job, jittered(max(exc.retry_after, 1.0))) from None
+    except StoreUnavailable as exc:
+        # the record could not be written (a full disk): the job runs again later
+        log.error("job %s: %s; trying again later", job, exc)
+        delay = backoff_seconds(1, base=settings.retry_backoff_seconds,
+                                cap=settings.retry_backoff_max_seconds)  # fmt: skip
+        raise _deferred(self, runner, job, delay) from None
     except Terminated:
         handed_back = runner.store.get(job)
         if handed_back.status is JobStatus.QUEUED:
             # a stopping worker's job goes back to the queue now, not after a broker timeout
-            enqueue(app, handed_back)
+            enqueue(app, handed_back, runner.store)
         _die_as_signalled()
     if outcome.status is JobStatus.QUEUED:
         delay = backoff_seconds(
@@ -73,7 +79,7 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
         )
         log.info("job %s: attempt %d failed (%s); retry in %.0fs", job, outcome.attempts,
                  outcome.error, delay)  # fmt: skip
-        raise self.retry(countdown=delay)
+        raise _deferred(self, runner, job, delay)
     if outcome.pr_status is PrStatus.PENDING and not chained:
         # an auto_pr job: the PR step follows, as if the caller had chained it
         send_pr_step(app, outcome)
@@ -94,6 +100,17 @@ def open_pull_request(self: Task, job_id: str) -> str:
     log.info("job %s: PR step %s %s", job_id, job.pr_status and job.pr_status.value,
              job.pr_url or job.pr_error or "")  # fmt: skip
     return job_id
+
+
+def _deferred(task: Task, runner: JobRunner, job_id: str, countdown: float) -> Retry:
+    """The retry that defers a job by ``countdown``, recorded first: while a worker holds
+    the countdown (in memory, on the embedded broker) the reconciler must not send the job
+    again, and must once the countdown is long past and nobody ran it."""
+    try:
+        runner.store.defer(job_id, countdown)
+    except StoreUnavailable as exc:
+        log.warning("job %s: deferral not recorded (%s)", job_id, exc)
+    return task.retry(countdown=countdown)
 
 
 def _stored_job(runner: JobRunner, job: str | dict[str, Any], task_id: str | None) -> str:

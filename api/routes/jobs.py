@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from agenticore.apikeys import ApiKey, Role
 from agenticore.config import Settings
 from agenticore.errors import InvalidTransition
-from agenticore.jobs import JobStore
+from agenticore.jobs import JobStore, idempotency_digest
 from agenticore.models import IDEMPOTENCY_KEY_PATTERN, Job, JobSpec, JobStatus, utcnow
 from agenticore.profiles import job_from_spec
 from agenticore.redaction import redact_text
@@ -54,20 +54,43 @@ async def create_job(
     job.submitted_by = caller.submitter
     # admit before claiming the key: a refused request must not bind it to no job
     await asyncio.to_thread(_admit, settings, dispatcher)
-    if spec.idempotency_key:
-        # scoped to the caller's key: another caller's key never returns (or blocks) this job
-        scoped = f"{caller.id}\n{spec.idempotency_key}"
-        holder = await asyncio.to_thread(store.claim_idempotency_key, scoped, job.id)
+    digest = idempotency_digest(caller.id, spec.idempotency_key) if spec.idempotency_key else None
+    if digest is not None:
+        holder = await asyncio.to_thread(store.claim_idempotency_key, digest, job.id)
         if holder != job.id:
-            return await _existing(store, holder)
-    job = await asyncio.to_thread(store.create, job)
+            job = await _existing(store, holder)
+            return await _maybe_wait(body, response, settings, store, job)
     try:
-        await asyncio.to_thread(dispatcher.submit, job)
+        job = await asyncio.to_thread(_store_and_send, store, dispatcher, job)
+    except BaseException:
+        if digest is not None:  # the key stays free: a retry creates the job
+            await asyncio.to_thread(store.release_idempotency_key, digest, job.id)
+        raise
+    if digest is not None:
+        await asyncio.to_thread(store.bind_idempotency_key, digest, job.id)
+    return await _maybe_wait(body, response, settings, store, job)
+
+
+def _store_and_send(store: JobStore, dispatcher: Dispatcher, job: Job) -> Job:
+    """Stores the job, then sends it; 503 if the broker did not take it (the job is then
+    recorded failed, never left queued without a message)."""
+    job = store.create(job)
+    try:
+        dispatcher.submit(job)
     except Exception as exc:
         error = f"enqueue_failed: {redact_text(str(exc))}"
-        await asyncio.to_thread(store.update, job.id, status=JobStatus.FAILED, error=error)
+        store.update(job.id, status=JobStatus.FAILED, finished_at=utcnow(), error=error)
         log.error("job %s could not be enqueued: %s", job.id, error)
-        raise HTTPException(503, f"the broker did not accept job {job.id}: {error}") from None
+        raise HTTPException(
+            503, f"the broker did not accept job {job.id}; nothing will run it; retry: {error}"
+        ) from None
+    return job
+
+
+async def _maybe_wait(
+    body: JobCreate, response: Response, settings: Settings, store: JobStore, job: Job
+) -> Job:
+    """With ``"wait": true``, holds until the job ends (200), else answers at once (202)."""
     if not body.wait:
         return job
     timeout = body.wait_timeout_seconds or settings.longest_run_seconds + 60
