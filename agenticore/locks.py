@@ -81,6 +81,7 @@ def exclusive(settings: Settings, name: str, *, hold: float, wait: float) -> Ite
         timeout=hold,
         blocking_timeout=wait,
         sleep=_POLL_SECONDS,
+        thread_local=False,  # its extender thread renews it (Held.extended)
     )
     try:
         acquired = lock.acquire()
