@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import redis
+
 FAKE_CLAUDE = Path(__file__).resolve().parent / "fake_claude" / "claude"
 GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
 
@@ -112,3 +114,9 @@ class TinyDisk:
 
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def redis_dump(url: str, prefix: str) -> str:
+    """Every value stored under ``prefix``, raw: what a dump of Redis would give away."""
+    client = redis.Redis.from_url(url)
+    return repr([client.dump(key) for key in client.scan_iter(f"{prefix}:*")])

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from agenticore.config import Settings
 from agenticore.errors import RetryLater
 from agenticore.jobs import JobStore
-from agenticore.keys import KeySchema
 from agenticore.models import Job, JobSpec, JobStatus, PrStatus
 from agenticore.profiles import job_from_spec
 from agenticore.pulls import SUBJECT_MAX, PullRequestStep
@@ -23,7 +21,7 @@ from agenticore.repos import RepoCache
 from agenticore.runner import JobRunner
 from tests.conftest import FORGE_TOKEN, forge_settings
 from tests.fake_forge import FakeForge
-from tests.helpers import git
+from tests.helpers import git, redis_dump
 
 GITHUB_PROJECT = "acme/widgets"
 GITLAB_PROJECT = "gl/group/proj"
@@ -341,7 +339,7 @@ def test_given_a_token_when_jobs_clone_push_and_open_prs_then_it_is_never_stored
     assert any(path.endswith("git-receive-pack") for path, _ in forge.git_requests)
     stored = [
         (settings.jobs_dir / f"{ran.id}.json").read_text(),
-        str(redis.Redis.from_url(redis_url).hgetall(KeySchema(settings.redis_key_prefix).job(ran.id))),
+        redis_dump(redis_url, settings.redis_key_prefix),
         caplog.text,
     ]  # fmt: skip
     cache = RepoCache(settings).repo_dir(repo_url(forge))

@@ -10,14 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from agenticore.config import Settings
 from agenticore.jobs import JobStore
-from agenticore.keys import KeySchema
 from agenticore.models import Job, JobSpec, JobStatus
 from agenticore.runner import JobRunner
-from tests.helpers import make_remote
+from tests.helpers import make_remote, redis_dump
 
 
 def fresh_token() -> str:
@@ -37,10 +35,7 @@ def stored_texts(settings: Settings, job: Job) -> dict[str, str]:
     record.pop("task")
     texts = {"record file": json.dumps(record)}
     if settings.redis_url is not None:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        fields = client.hgetall(KeySchema(settings.redis_key_prefix).job(job.id))
-        fields.pop("task")
-        texts["record in Redis"] = json.dumps(fields)
+        texts["Redis"] = redis_dump(settings.redis_url, settings.redis_key_prefix)
     job_dir = settings.jobs_dir / job.id
     texts["transcript"] = (job_dir / "transcript.jsonl").read_text(errors="replace")
     texts["stderr.log"] = (job_dir / "stderr.log").read_text(errors="replace")

@@ -1,44 +1,31 @@
-"""Reading the broker: which runs and PR steps wait, and how many."""
+"""Reading the broker: how many jobs wait, at every priority; sending marks a job sent."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from agenticore.config import Settings
-from agenticore.models import Job, JobSpec
-from agenticore.reconciler import pr_step_key
-from workers.app import enqueue, make_celery, send_pr_step
-from workers.broker import messages_in_broker, queue_depth
-from workers.names import OPEN_PULL_REQUEST, RUN_JOB
+from agenticore.jobs import JobStore
+from agenticore.models import Job, JobSpec, utcnow
+from workers.app import enqueue, make_celery
+from workers.broker import queue_depth
 
 
-def test_given_waiting_jobs_then_the_broker_reports_their_ids_and_count(settings: Settings) -> None:
+def test_given_waiting_jobs_at_every_priority_then_all_count_and_none_is_watched(
+    settings: Settings,
+) -> None:
     celery = make_celery(settings)
+    store = JobStore(settings)
+    store.rebuild_index()
     jobs = [
-        Job.from_spec(JobSpec(task="x", priority=level))
+        store.create(Job.from_spec(JobSpec(task="x", priority=level)))
         for level in ("batch", "normal", "interactive")
     ]
     try:
         for job in jobs:
-            enqueue(celery, job)
+            enqueue(celery, job, store)
 
-        assert messages_in_broker(celery).waiting == {job.id for job in jobs}
         assert queue_depth(celery) == 3
-    finally:
-        celery.close()
-
-
-def test_given_pr_steps_sent_or_chained_then_the_broker_names_them_by_job(
-    settings: Settings,
-) -> None:
-    celery = make_celery(settings)
-    sent, chained = Job.from_spec(JobSpec(task="a")), Job.from_spec(JobSpec(task="b"))
-    try:
-        send_pr_step(celery, sent)
-        # what a user's chain leaves behind once its run returned: a task id of its own
-        celery.signature(OPEN_PULL_REQUEST, args=(chained.id,)).apply_async()
-        celery.signature(RUN_JOB, args=(sent.id,), task_id=sent.id).apply_async()
-
-        waiting = messages_in_broker(celery).waiting
-
-        assert waiting == {pr_step_key(sent.id), pr_step_key(chained.id), sent.id}
+        assert store.due("watch", utcnow() + timedelta(days=1), 10) == [], "sent: not watched"
     finally:
         celery.close()
