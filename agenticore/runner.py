@@ -22,6 +22,7 @@ from agenticore.errors import (
     NoPermit,
     RepoError,
 )
+from agenticore.interrupts import Terminated, sigterm_deferred, sigterm_raises
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, job_gate, job_lease
@@ -29,12 +30,7 @@ from agenticore.profiles import Profile, carry_session, load_profile, materializ
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.sandbox import hand_over, sandboxed
-from agenticore.supervisor import (
-    ProcessSpec,
-    Terminated,
-    sigterm_raises,
-    supervise,
-)
+from agenticore.supervisor import ProcessSpec, supervise
 
 __all__ = ["JobRunner"]
 
@@ -89,6 +85,7 @@ class JobRunner:
             return self.store.get(job.id)  # cancelled between the read and the start
         workspace: Workspace | None = None
         finished: Job | None = None
+        interrupted = False
         try:
             workspace = self._prepare(job)
             job = self.store.get(job.id)
@@ -100,8 +97,10 @@ class JobRunner:
             )  # fmt: skip
             return finished
         except Terminated:
-            # the agent's group is already dead (supervise's finally); record and let the
-            # caller end its process as whoever sent SIGTERM expects
+            # the agent's group is already dead (supervise's finally), and so are our git
+            # children; record and let the caller end its process as whoever sent SIGTERM
+            # expects
+            interrupted = True
             self._interrupted(job.id)
             raise
         except AgenticoreError as exc:
@@ -112,7 +111,9 @@ class JobRunner:
             return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
         finally:
             pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
-            if workspace is not None and not job.keep_worktree and not pr_pending:
+            # cut short while its worktree was being made: what there is of it goes too
+            made = workspace is not None or (interrupted and self._worktree_exists(job))
+            if made and not job.keep_worktree and not pr_pending:
                 self._cleanup(job)
 
     # -- steps -------------------------------------------------------------------------
@@ -240,6 +241,18 @@ class JobRunner:
         commit_sha: str | None = None,
         pr_pending: bool = False,
     ) -> Job:
+        with sigterm_deferred():  # recorded whole, even when a cancel lands meanwhile
+            return self._record(job, outcome, breaker, changed_files, commit_sha, pr_pending)
+
+    def _record(
+        self,
+        job: Job,
+        outcome: AgentOutcome,
+        breaker: CircuitBreaker,
+        changed_files: list[str] | None,
+        commit_sha: str | None,
+        pr_pending: bool,
+    ) -> Job:
         job_id = job.id
         if outcome.infra:
             breaker.record_failure(outcome.error or "")
@@ -316,9 +329,13 @@ class JobRunner:
 
     def _cleanup(self, job: Job) -> None:
         try:
-            self.repos.remove_workspace(job)
+            with sigterm_deferred():  # a cancel or a second SIGTERM waits until it is gone
+                self.repos.remove_workspace(job)
         except AgenticoreError as exc:
             log.warning("job %s: worktree cleanup failed: %s", job.id, exc)
+
+    def _worktree_exists(self, job: Job) -> bool:
+        return (self.settings.worktrees_dir / job.id).exists()
 
     def _cancel_requested(self, job_id: str) -> bool:
         job = self.store.find(job_id)
