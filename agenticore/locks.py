@@ -13,14 +13,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import redis
+from redis.lock import Lock
 
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import LockTimeout
 from agenticore.files import private_dir
+from agenticore.interrupts import sigterm_deferred
 from agenticore.keys import KeySchema
 
 __all__ = ["Held", "exclusive"]
@@ -79,22 +81,36 @@ def exclusive(settings: Settings, name: str, *, hold: float, wait: float) -> Ite
     lock = client.lock(
         KeySchema(settings.redis_key_prefix).lock(name),
         timeout=hold,
-        blocking_timeout=wait,
-        sleep=_POLL_SECONDS,
         thread_local=False,  # its extender thread renews it (Held.extended)
     )
-    try:
-        acquired = lock.acquire()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        log.warning("lock %s: Redis unreachable (%s); using a host-local lock", name, exc)
-        with _file_lock(settings, name, wait):
+    with ExitStack() as held:
+        try:
+            _acquire(lock, held, name, wait)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("lock %s: Redis unreachable (%s); using a host-local lock", name, exc)
+            held.enter_context(_file_lock(settings, name, wait))
             yield Held()
-        return
-    if not acquired:
-        raise LockTimeout(name, wait)
-    try:
+            return
         yield Held(lock)
-    finally:
+
+
+def _acquire(lock: Lock, held: ExitStack, name: str, wait: float) -> None:
+    """Takes ``lock`` within ``wait`` seconds and puts its release on ``held``."""
+    deadline = time.monotonic() + wait
+    while True:
+        # taken and sure to be given back, or not taken: a SIGTERM (``Terminated``) never
+        # falls in between
+        with sigterm_deferred():
+            if lock.acquire(blocking=False):
+                held.callback(_release, lock)
+                return
+        if time.monotonic() >= deadline:
+            raise LockTimeout(name, wait)
+        time.sleep(_POLL_SECONDS)
+
+
+def _release(lock: Lock) -> None:
+    with sigterm_deferred():
         if lock.owned():
             lock.release()
 

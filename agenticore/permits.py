@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +47,7 @@ from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import LockTimeout, NoPermit, StoreUnavailable
 from agenticore.files import atomic_write
+from agenticore.interrupts import sigterm_deferred
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 
@@ -169,12 +170,14 @@ class PermitGate:
 
     @contextmanager
     def acquire(self, holder: str, limits: Sequence[Limit]) -> Iterator[Permit]:
-        """``try_acquire``, released when the block ends however it ends."""
-        permit = self.try_acquire(holder, limits)
-        try:
+        """``try_acquire``, released when the block ends however it ends (a SIGTERM, as
+        ``Terminated``, waits until the permit is taken and sure to be given back, and
+        until it is given back)."""
+        with ExitStack() as held:
+            with sigterm_deferred():
+                permit = self.try_acquire(holder, limits)
+                held.callback(_release, permit)
             yield permit
-        finally:
-            permit.release()
 
     def in_use(self, scope: str) -> int:
         """How many holders have a live lease in ``scope``."""
@@ -186,6 +189,11 @@ class PermitGate:
             return self._backend.holders(scope)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"permit store unavailable: {exc}") from exc
+
+
+def _release(permit: Permit) -> None:
+    with sigterm_deferred():
+        permit.release()
 
 
 def job_scope(job_id: str) -> str:

@@ -27,6 +27,7 @@ from agenticore.errors import (
     StaleAttempt,
     StoreUnavailable,
 )
+from agenticore.interrupts import Terminated, sigterm_deferred, sigterm_raises
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, Permit, job_gate, job_lease
@@ -34,12 +35,7 @@ from agenticore.profiles import Profile, carry_session, load_profile, materializ
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.sandbox import hand_over, sandboxed
-from agenticore.supervisor import (
-    ProcessSpec,
-    Terminated,
-    sigterm_raises,
-    supervise,
-)
+from agenticore.supervisor import ProcessSpec, supervise
 
 __all__ = ["JobRunner"]
 
@@ -130,9 +126,13 @@ class JobRunner:
         delivery.attempt = job.attempts
         workspaces: list[Workspace] = []
         finished: Job | None = None
+        interrupted = False
         try:
             finished = self._attempt(job, breaker, pr_follows, delivery, workspaces)
             return finished
+        except Terminated:
+            interrupted = True
+            raise
         except StaleAttempt as exc:
             # the lease was lost and the job handed on: what is left (the worktree, the
             # record) belongs to the attempt after this one
@@ -142,7 +142,9 @@ class JobRunner:
         finally:
             pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
             keep = job.keep_worktree or pr_pending or delivery.superseded
-            if workspaces and not keep:
+            # cut short while its worktree was being made: what there is of it goes too
+            made = bool(workspaces) or (interrupted and self._worktree_exists(job))
+            if made and not keep:
                 self._cleanup(job)
 
     def _attempt(
@@ -162,8 +164,9 @@ class JobRunner:
                 pr_pending=pr_follows,
             )  # fmt: skip
         except Terminated:
-            # the agent's group is already dead (supervise's finally); record and let the
-            # caller end its process as whoever sent SIGTERM expects
+            # the agent's group is already dead (supervise's finally), and so are our git
+            # children; record and let the caller end its process as whoever sent SIGTERM
+            # expects
             self._interrupted(job.id, job.attempts)
             raise
         except StaleAttempt:
@@ -314,6 +317,20 @@ class JobRunner:
         commit_sha: str | None = None,
         pr_pending: bool = False,
     ) -> Job:
+        with sigterm_deferred():  # recorded whole, even when a cancel lands meanwhile
+            return self._record_outcome(
+                job, outcome, breaker, changed_files, commit_sha, pr_pending
+            )
+
+    def _record_outcome(
+        self,
+        job: Job,
+        outcome: AgentOutcome,
+        breaker: CircuitBreaker,
+        changed_files: list[str] | None,
+        commit_sha: str | None,
+        pr_pending: bool,
+    ) -> Job:
         job_id = job.id
         if outcome.infra:
             breaker.record_failure(outcome.error or "")
@@ -409,9 +426,13 @@ class JobRunner:
 
     def _cleanup(self, job: Job) -> None:
         try:
-            self.repos.remove_workspace(job)
+            with sigterm_deferred():  # a cancel or a second SIGTERM waits until it is gone
+                self.repos.remove_workspace(job)
         except AgenticoreError as exc:
             log.warning("job %s: worktree cleanup failed: %s", job.id, exc)
+
+    def _worktree_exists(self, job: Job) -> bool:
+        return (self.settings.worktrees_dir / job.id).exists()
 
     def _cancel_requested(self, job_id: str) -> bool:
         job = self.store.find(job_id)

@@ -26,15 +26,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 from agenticore.errors import AgentError
 from agenticore.files import open_append, private_dir
+from agenticore.interrupts import sigterm_deferred
 from agenticore.reaper import reaper
 from agenticore.redaction import redact_text
 from agenticore.transcripts import CappedFile
@@ -42,20 +42,14 @@ from agenticore.transcripts import CappedFile
 __all__ = [
     "ProcessResult",
     "ProcessSpec",
-    "Terminated",
     "group_rss_mb",
     "kill_process_group",
-    "sigterm_raises",
     "supervise",
 ]
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: what the agent CLIs return when terminated
 _EOF = object()
 _CANCEL_POLL_SECONDS = 1.0
-
-
-class Terminated(BaseException):
-    """Raised in the supervising thread when its process receives SIGTERM."""
 
 
 @dataclass(frozen=True)
@@ -83,27 +77,6 @@ class ProcessResult:
     peak_rss_mb: float = 0.0
     stderr_tail: str = ""
     pid: int | None = field(default=None, repr=False)
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turns SIGTERM into ``Terminated`` for the duration, so cleanup code still runs.
-
-    Celery's ``revoke(terminate=True)`` signals the pool process; without this the agent
-    (in its own session) would be orphaned. Only the main thread may set handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def supervise(
@@ -140,12 +113,13 @@ def supervise(
             if result.stop_reason not in (None, "cancelled") and before_kill is not None:
                 _frozen(proc, lambda: before_kill(result.stop_reason or ""))
         finally:
-            _stop(proc, spec.grace)
-            reaper.forget(proc.pid)
-            reader.join(timeout=5)
-            _drain(lines, transcript)
-            # the agent wrote it directly: masked once it is done, however the run ended
-            _redact_file(spec.stderr)
+            with sigterm_deferred():  # a SIGTERM now must not leave the agent half stopped
+                _stop(proc, spec.grace)
+                reaper.forget(proc.pid)
+                reader.join(timeout=5)
+                _drain(lines, transcript)
+                # the agent wrote it directly: masked once it is done, however the run ended
+                _redact_file(spec.stderr)
     result.exit_code = proc.returncode
     result.duration = time.monotonic() - started
     result.stderr_tail = _tail(spec.stderr)

@@ -18,13 +18,13 @@ from pydantic import ValidationError
 
 from agenticore.config import get_settings
 from agenticore.errors import InvalidRequest, NoPermit, RetryLater, StoreUnavailable
+from agenticore.interrupts import Terminated, sigterm_raises
 from agenticore.jobs import JobStore
 from agenticore.models import JobSpec, JobStatus, PrStatus, valid_job_id
 from agenticore.profiles import job_from_spec
 from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
-from agenticore.supervisor import Terminated
 from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue, send_pr_step
 
 __all__ = ["open_pull_request", "run_job"]
@@ -54,7 +54,10 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     settings = runner.settings
     chained = _pr_follows(self)
     try:
-        outcome = runner.run(job, worker=self.request.hostname, pr_follows=chained)
+        # a cancel (revoke with terminate) or a shutdown unwinds the run: locks, permits,
+        # git children, the worktree; without this SIGTERM would end the process on the spot
+        with sigterm_raises():
+            outcome = runner.run(job, worker=self.request.hostname, pr_follows=chained)
     except NoPermit as exc:
         # deferred, never dropped: the same message comes back later (not an attempt)
         log.info("job %s deferred %.1fs: %s", job, exc.retry_after, exc.reason)
@@ -92,11 +95,14 @@ def open_pull_request(self: Task, job_id: str) -> str:
     ``pr_status`` (and ``pr_url``) on the job. Returns the job id. Attempts are counted on
     the job (``PR_MAX_ATTEMPTS``), so the Celery retry count is not the limit."""
     try:
-        job = _pull_requests().run(job_id)
+        with sigterm_raises():  # a shutdown unwinds the step: its lease, its git push
+            job = _pull_requests().run(job_id)
     except NoPermit as exc:
         raise self.retry(countdown=jittered(max(exc.retry_after, 1.0))) from None
     except RetryLater as exc:  # already spread out, and never shorter than Retry-After
         raise self.retry(countdown=exc.retry_after) from None
+    except Terminated:
+        _die_as_signalled()  # the step stays pending: the reconciler sends it again
     log.info("job %s: PR step %s %s", job_id, job.pr_status and job.pr_status.value,
              job.pr_url or job.pr_error or "")  # fmt: skip
     return job_id
