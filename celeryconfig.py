@@ -52,7 +52,16 @@ def build(settings: Settings) -> dict[str, Any]:
             "global_keyprefix": prefix,
             "unacked_restore_interval": 1,
         },
-        "result_backend_transport_options": {"global_keyprefix": prefix},
+        "result_backend_transport_options": {
+            "global_keyprefix": prefix,
+            # an unreachable Redis fails a submission in seconds (503), not after 20 retries
+            "retry_policy": {
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
+        },
         "worker_send_task_events": True,
         "task_send_sent_event": True,
     }

@@ -6,8 +6,8 @@ dump, backup of ``HOME/keys``) yields no usable key. Verifying costs one argon2 
 (tens of ms by design), so a verified key is remembered in memory, by its SHA-256, for at
 most ``API_KEY_CACHE_SECONDS`` (60 s): a revocation reaches every API process within that.
 
-Keys live in Redis (``<prefix>:apikey:<id>``, see ``agenticore.keys``) or, embedded, in
-``HOME/keys/<id>.json`` (0600, folder 0700).
+Keys live in ``HOME/keys/<id>.json`` (0600, folder 0700), with the job records, so they
+survive a Redis that comes back empty; several nodes share them as they share ``HOME/jobs``.
 """
 
 from __future__ import annotations
@@ -27,14 +27,11 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from redis.typing import EncodableT, FieldT
 
 from agenticore.addresses import is_loopback
 from agenticore.config import Settings
-from agenticore.connections import redis_client
 from agenticore.errors import AgenticoreError, InvalidRequest
 from agenticore.files import atomic_write
-from agenticore.keys import KeySchema
 from agenticore.models import Submitter, utcnow
 
 __all__ = ["ApiKey", "ApiKeyNotFound", "KeyStore", "Role", "exposure_error"]
@@ -99,8 +96,6 @@ class ApiKey:
 class KeyStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = redis_client(settings)
-        self.keys = KeySchema(settings.redis_key_prefix)
         self.dir = settings.home / "keys"
         self.cache_seconds = settings.api_key_cache_seconds
         self._hasher = PasswordHasher()  # argon2id, the library's recommended parameters
@@ -136,13 +131,9 @@ class KeyStore:
         """Marks the key revoked (kept, so listings show it); revoking twice is harmless."""
         record = self.get(key_id)
         if record.revoked is None:
-            revoked = utcnow().isoformat()
-            if self.redis is not None:
-                self.redis.hset(self.keys.api_key(key_id), "revoked", revoked)
-            else:
-                path = self._path(key_id)
-                data = json.loads(path.read_text()) | {"revoked": revoked}
-                self._write_file(path, data)
+            path = self._path(key_id)
+            data = json.loads(path.read_text()) | {"revoked": utcnow().isoformat()}
+            self._write_file(path, data)
         with self._cache_lock:
             self._cache = {d: hit for d, hit in self._cache.items() if hit[1].id != key_id}
         return self.get(key_id)
@@ -219,26 +210,12 @@ class KeyStore:
                 return key_id
 
     def _save(self, record: ApiKey, stored_hash: str) -> None:
-        data = record.public() | {"hash": stored_hash}
-        if self.redis is not None:
-            fields: dict[FieldT, EncodableT] = {k: v or "" for k, v in data.items()}
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(self.keys.api_key(record.id), mapping=fields)
-            pipe.sadd(self.keys.api_keys(), record.id)
-            pipe.execute()
-        else:
-            self._write_file(self._path(record.id), data)
+        self._write_file(self._path(record.id), record.public() | {"hash": stored_hash})
 
     def _load(self, key_id: str) -> tuple[ApiKey, str] | None:
-        if self.redis is not None:
-            raw: dict[str, str] = self.redis.hgetall(self.keys.api_key(key_id))  # type: ignore[assignment]
-            data: dict[str, Any] = {k: v or None for k, v in raw.items()}
-        else:
-            try:
-                data = json.loads(self._path(key_id).read_text())
-            except FileNotFoundError:
-                return None
-        if not data:
+        try:
+            data: dict[str, Any] = json.loads(self._path(key_id).read_text())
+        except FileNotFoundError:
             return None
         record = ApiKey(
             id=data["id"],
@@ -250,9 +227,6 @@ class KeyStore:
         return record, str(data["hash"])
 
     def _all_ids(self) -> builtins.list[str]:
-        if self.redis is not None:
-            members: set[str] = self.redis.smembers(self.keys.api_keys())  # type: ignore[assignment]
-            return sorted(members)
         if not self.dir.is_dir():
             return []
         return sorted(p.stem for p in self.dir.glob("*.json") if _ID_SHAPE.match(p.stem))

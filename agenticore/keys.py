@@ -17,8 +17,6 @@ Redis comes back empty (``agenticore.index``).
     <prefix>:lock:<name>           redis-py Lock (repo clones, job updates)
     <prefix>:permits:<scope>       sorted set, permit holders, score = lease expiry (unix s)
     <prefix>:session:<uuid>        string, JSON {id, name} of the key that first ran a session, TTL
-    <prefix>:apikey:<id>           hash, an API key: name, role, created, revoked, argon2id hash
-    <prefix>:apikeys               set, ids of all API keys (revoked ones too)
 """
 
 from __future__ import annotations
@@ -62,9 +60,3 @@ class KeySchema:
 
     def session_owner(self, session_id: str) -> str:
         return f"{self.prefix}:session:{session_id}"
-
-    def api_key(self, key_id: str) -> str:
-        return f"{self.prefix}:apikey:{key_id}"
-
-    def api_keys(self) -> str:
-        return f"{self.prefix}:apikeys"

@@ -1,0 +1,168 @@
+"""Nothing accepted is lost and nothing runs twice when Redis goes away: restarted empty
+(no persistence), restarted with its AOF, down for a while, or paused past the lease.
+
+Each test runs a fleet on a Redis of its own, which it kills, restarts and pauses."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import Fleet, running_fleet
+from tests.helpers import free_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+class PrivateRedis:
+    """A redis-server on a fixed port and folder, so a restart comes back at the same URL
+    with whatever it kept on disk (nothing, or its AOF)."""
+
+    def __init__(self, folder: Path, *, aof: bool) -> None:
+        self.folder = folder
+        self.aof = aof
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+             "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _pings(client), timeout=10, what="redis-server")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def pause(self, seconds: float) -> None:
+        redis.Redis.from_url(self.url).execute_command(
+            "CLIENT", "PAUSE", int(seconds * 1000), "ALL"
+        )
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@contextmanager
+def fleet_on(
+    tmp_path: Path, *, aof: bool = False, **overrides: Any
+) -> Iterator[tuple[Fleet, PrivateRedis]]:
+    """A fleet on its own Redis; every agent start is a line in ``tmp_path/agent-starts``."""
+    server = PrivateRedis(tmp_path / "redis", aof=aof)
+    server.start()
+    settings = {"agent_env_allow": ["FAKE_CLAUDE_STARTS_FILE"]} | overrides
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FAKE_CLAUDE_STARTS_FILE", str(tmp_path / "agent-starts"))
+            with running_fleet("redis", tmp_path / "home", server.url, **settings) as fleet:
+                yield fleet, server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.terminate()
+            server.proc.wait(timeout=10)
+
+
+def restart(server: PrivateRedis, fleet: Fleet) -> None:
+    """Redis back; a worker that died of the lost connection (kombu can end the process on
+    an ack that meets a dead socket) is restarted, as its supervisor (systemd, Kubernetes)
+    would."""
+    server.start()
+    if fleet.worker.poll() is not None:
+        fleet.replace_worker()
+
+
+def all_final(fleet: Fleet, ids: list[str], timeout: float = 120) -> list[dict[str, Any]]:
+    return [fleet.wait_until_final(job_id, timeout=timeout) for job_id in ids]
+
+
+@pytest.mark.parametrize("aof", [False, True], ids=["data-lost", "aof"])
+def test_given_redis_restarted_mid_queue_then_every_accepted_job_runs_once(
+    tmp_path: Path, aof: bool
+) -> None:
+    with fleet_on(tmp_path, aof=aof) as (fleet, server):
+        ids = [fleet.submit(task=f"@fake sleep 2\n@fake result job {n}")["id"] for n in range(8)]
+        wait_for(lambda: sum(fleet.job(i)["status"] == "running" for i in ids) == 2,
+                 timeout=30, what="two running, six queued")  # fmt: skip
+
+        server.kill()
+        restart(server, fleet)
+
+        jobs = all_final(fleet, ids)
+        assert [job["status"] for job in jobs] == ["succeeded"] * 8
+        assert [job["attempts"] for job in jobs] == [1] * 8, "none ran twice"
+        listed = fleet.http.get("/jobs", params={"status": "succeeded", "limit": 50}).json()
+        assert sorted(job["id"] for job in listed["data"]) == sorted(ids), "index rebuilt"
+
+
+def test_given_redis_down_then_submissions_get_503_and_earlier_jobs_are_kept(
+    tmp_path: Path,
+) -> None:
+    with fleet_on(tmp_path) as (fleet, server):
+        before = fleet.submit(task="@fake sleep 3\n@fake result accepted before")["id"]
+        wait_for(lambda: fleet.job(before)["status"] == "running", timeout=30, what="start")
+        server.kill()
+
+        refused = fleet.http.post("/jobs", json={"task": "x"}, headers={"Idempotency-Key": "k1"})
+
+        assert refused.status_code == 503, refused.text
+        assert "broker" in refused.json()["detail"]
+        restart(server, fleet)
+        retried = fleet.http.post(
+            "/jobs", json={"task": "@fake result retried"}, headers={"Idempotency-Key": "k1"}
+        )
+        assert retried.status_code == 202, "the key was not burned by the refused request"
+        assert fleet.wait_until_final(retried.json()["id"], timeout=120)["status"] == "succeeded"
+        assert fleet.wait_until_final(before, timeout=120)["status"] == "succeeded"
+
+
+def test_given_a_repeated_idempotency_key_with_wait_then_it_waits_for_the_same_job(
+    tmp_path: Path,
+) -> None:
+    with fleet_on(tmp_path) as (fleet, _):
+        headers = {"Idempotency-Key": "order-7"}
+        first = fleet.http.post("/jobs", json={"task": "@fake sleep 2\n@fake result once"},
+                                headers=headers)  # fmt: skip
+        again = fleet.http.post("/jobs", json={"task": "ignored", "wait": True}, headers=headers)
+
+        assert first.status_code == 202
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == first.json()["id"]
+        assert again.json()["status"] == "succeeded"
+
+
+def test_given_redis_paused_past_the_lease_then_the_holder_keeps_its_job_and_it_runs_once(
+    tmp_path: Path,
+) -> None:
+    with fleet_on(tmp_path, lease_seconds=2) as (fleet, server):
+        job_id = fleet.submit(task="@fake sleep 8\n@fake result survived the pause")["id"]
+        wait_for(lambda: fleet.job(job_id)["status"] == "running", timeout=30, what="start")
+        time.sleep(1)
+
+        pause = threading.Thread(target=server.pause, args=(5,))
+        pause.start()
+        pause.join()
+
+        job = fleet.wait_until_final(job_id, timeout=60)
+        starts = (tmp_path / "agent-starts").read_text().splitlines()
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
+        assert len(starts) == 1, "a second agent started"
