@@ -26,6 +26,7 @@ from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
+from agenticore.pulls import commit_message
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.sandbox import hand_over, sandboxed
@@ -51,8 +52,10 @@ class JobRunner:
     def run(self, job_id: str, *, worker: str | None = None, pr_follows: bool = False) -> Job:
         """Runs the job once. Returns it finished, or ``queued`` again for a retry.
 
-        A succeeded run keeps its worktree, with ``pr_status: pending``, when a PR step
-        follows: the job asks for one (``auto_pr``) or the caller chained one (``pr_follows``).
+        Whatever the run's outcome, the agent's work is committed to the job branch in the
+        repo cache; the worktree then goes unless the job asks to keep it. A succeeded run
+        gets ``pr_status: pending`` when a PR step follows: the job asks for one
+        (``auto_pr``) or the caller chained one (``pr_follows``).
 
         Raises ``NoPermit`` (breaker open, no free permit) before anything starts: the
         caller defers the job and asks again after ``retry_after``.
@@ -88,31 +91,30 @@ class JobRunner:
         except InvalidTransition:
             return self.store.get(job.id)  # cancelled between the read and the start
         workspace: Workspace | None = None
-        finished: Job | None = None
         try:
             workspace = self._prepare(job)
             job = self.store.get(job.id)
             outcome = self._execute(job, workspace)
-            changed, head = self.repos.changes(workspace)
-            finished = self._finish(
+            changed, head = self._keep_work(job, workspace)
+            return self._finish(
                 job, outcome, breaker, changed_files=changed, commit_sha=head,
                 pr_pending=pr_follows,
             )  # fmt: skip
-            return finished
         except Terminated:
-            # the agent's group is already dead (supervise's finally); record and let the
-            # caller end its process as whoever sent SIGTERM expects
-            self._interrupted(job.id)
+            # the agent's group is already dead (supervise's finally); keep its work, record,
+            # and let the caller end its process as whoever sent SIGTERM expects
+            self._interrupted(job.id, **self._work_left(job, workspace))
             raise
         except AgenticoreError as exc:
-            return self._finish(job, _failure(exc), breaker)
+            return self._finish(job, _failure(exc), breaker, **self._work_left(job, workspace))
         except Exception as exc:
             log.exception("job %s failed inside Agenticore", job.id)
             error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
-            return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
+            outcome = AgentOutcome(JobStatus.FAILED, error=error)
+            return self._finish(job, outcome, breaker, **self._work_left(job, workspace))
         finally:
-            pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
-            if workspace is not None and not job.keep_worktree and not pr_pending:
+            # the work is on the job branch by now: the worktree is only kept on request
+            if workspace is not None and not job.keep_worktree:
                 self._cleanup(job)
 
     # -- steps -------------------------------------------------------------------------
@@ -230,6 +232,26 @@ class JobRunner:
             outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
         return outcome
 
+    def _keep_work(self, job: Job, workspace: Workspace) -> tuple[list[str], str | None]:
+        """Commits what the agent left uncommitted onto the job branch in the cache, so the
+        work outlives the worktree. Returns the files the job changed and the branch head
+        once it is past the base (the agent's own commits count), else None."""
+        if workspace.branch is not None:
+            self.repos.commit_all(workspace, commit_message(job))
+        return self.repos.changes(workspace)
+
+    def _work_left(self, job: Job, workspace: Workspace | None) -> dict[str, Any]:
+        """After a run that went wrong: its work kept as far as that still goes (the branch
+        keeps whatever was committed before), as fields for the record."""
+        if workspace is None:
+            return {}
+        try:
+            changed, head = self._keep_work(job, workspace)
+        except AgenticoreError as exc:
+            log.warning("job %s: work left in the worktree not committed: %s", job.id, exc)
+            return {}
+        return {"changed_files": changed, "commit_sha": head}
+
     def _finish(
         self,
         job: Job,
@@ -302,7 +324,7 @@ class JobRunner:
             )
         return limits
 
-    def _interrupted(self, job_id: str) -> Job:
+    def _interrupted(self, job_id: str, **work: Any) -> Job:
         """Cancelled jobs stay cancelled; others are handed back for redelivery."""
         try:
             return self.store.update(
@@ -310,9 +332,10 @@ class JobRunner:
                 status=JobStatus.QUEUED,
                 agent_pid=None,
                 error="interrupted: the worker stopped during the run; the job is requeued",
+                **work,
             )
         except InvalidTransition:
-            return self.store.update(job_id, agent_pid=None)
+            return self.store.update(job_id, agent_pid=None, **work)
 
     def _cleanup(self, job: Job) -> None:
         try:
