@@ -316,8 +316,9 @@ class RepoCache:
     def diff(self, url: str, branch: str, base: str) -> bytes:
         """The unified diff of the job branch against ``base``, exactly as git prints it
         (binary files included, so ``git apply`` takes it). Runs on the cache only."""
-        return self._git_bytes(url, self.repo_dir(url), "diff", "--no-color", "--no-ext-diff",
-                               "--no-textconv", "--binary", base, f"refs/heads/{branch}")  # fmt: skip
+        plain = ("--no-color", "--no-ext-diff", "--no-textconv", "--binary")
+        return self._git_bytes(url, self.repo_dir(url), "diff", *plain, base,
+                               f"refs/heads/{branch}")  # fmt: skip
 
     def bundle(self, url: str, branch: str, base: str) -> bytes:
         """A ``git bundle`` of the job branch's commits past ``base``: a clone that has
