@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 import redis
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -32,6 +34,7 @@ from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus
 from agenticore.monitoring import ensure_flower_auth, flower_command
+from agenticore.repos import RepoCache
 
 __all__ = ["app", "main"]
 
@@ -307,11 +310,19 @@ def run(
     wait: Annotated[
         bool, typer.Option("--wait", help="follow the job (and its PR step) until it ends")
     ] = False,
+    keep_worktree: Annotated[
+        bool,
+        typer.Option(
+            "--keep-worktree", help="keep the job's worktree (its work is on the branch anyway)"
+        ),
+    ] = False,
     as_json: JsonOption = False,
     api: ApiOption = None,
 ) -> None:
     """Submit a job."""
     spec: dict[str, Any] = {"task": task, "profile": profile, "priority": priority}
+    if keep_worktree:
+        spec["keep_worktree"] = True
     optional = {
         "repo_url": repo,
         "base_ref": ref,
@@ -393,6 +404,46 @@ def cancel(job_id: Annotated[str, typer.Argument(help="job id")], api: ApiOption
 
 
 @app.command()
+def diff(job_id: Annotated[str, typer.Argument(help="job id")], api: ApiOption = None) -> None:
+    """Print the unified diff of a job's work against its base."""
+    patch = _call(_client(api).diff, job_id)
+    sys.stdout.buffer.write(patch)  # the bytes git printed: `| git apply` takes them as they are
+    sys.stdout.buffer.flush()
+
+
+@app.command()
+def checkout(
+    job_id: Annotated[str, typer.Argument(help="job id")],
+    directory: Annotated[
+        Path, typer.Argument(help="a clone of the job's repository (default: here)")
+    ] = Path("."),
+    api: ApiOption = None,
+) -> None:
+    """Fetch a job's branch into a clone of its repository, from the API (any machine)."""
+    client = _client(api)
+    job = _call(client.job, job_id)
+    branch, base = job.get("branch"), job.get("base_sha")
+    if not (job.get("repo_url") and branch and base):
+        _fail(f"job {job_id} has no branch to check out ({job['status']})", code=2)
+    _check_clone(directory, base, job.get("base_ref") or "its base")
+    bundle = _call(client.bundle, job_id)
+    ref = f"refs/heads/{branch}"
+    with tempfile.TemporaryDirectory(prefix="agenticore-") as tmp:
+        path = Path(tmp) / "job.bundle"
+        path.write_bytes(bundle)
+        # no "+": a branch the user moved on from is not overwritten
+        fetched = _git_in(directory, "fetch", "--quiet", str(path), f"{ref}:{ref}")
+    if fetched.returncode != 0:
+        _fail(f"git fetch into {directory} failed: {fetched.stderr.strip()}", code=1)
+    count = _git_in(directory, "rev-list", "--count", f"{base}..{ref}").stdout.strip()
+    console.print(
+        f"fetched branch {escape(branch)} ({count} commit(s) on {base[:12]}) into "
+        f"{escape(str(directory))}\n  git -C {escape(str(directory))} switch {escape(branch)}",
+        highlight=False,
+    )
+
+
+@app.command()
 def profiles(as_json: JsonOption = False, api: ApiOption = None) -> None:
     """List agent profiles."""
     page = _call(_client(api).profiles)
@@ -463,6 +514,24 @@ def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(exc.detail, code=2 if exc.status_code < 500 and exc.status_code != 429 else 1)
 
 
+def _git_in(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+
+def _check_clone(directory: Path, base: str, base_ref: str) -> None:
+    """``directory`` must be a git repository that has the job's base commit: the bundle
+    holds only the commits past it."""
+    if not directory.is_dir():
+        _fail(f"{directory} is not a directory", code=2)
+    if _git_in(directory, "rev-parse", "--git-dir").returncode != 0:
+        _fail(f"{directory} is not a git repository: clone the job's repository first, or "
+              "name a clone: agenticore checkout ID DIR", code=2)  # fmt: skip
+    if _git_in(directory, "cat-file", "-e", f"{base}^{{commit}}").returncode != 0:
+        _fail(f"{directory} lacks the job's base commit {base[:12]} ({base_ref}): "
+              "git fetch its remote first", code=2)  # fmt: skip
+
+
 def _follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
     started = time.monotonic()
     last = None
@@ -503,9 +572,29 @@ def _print_job(job: dict[str, Any]) -> None:
         ("pr error", job.get("pr_error")),
     ]
     lines += [f"[bold]{name:<9}[/] {value}" for name, value in fields if value is not None]
+    lines += _work_lines(job)
     if job.get("result"):
         lines += ["", job["result"]]
     console.print(Panel("\n".join(lines), title=f"job {job['id']}", expand=False))
+
+
+def _work_lines(job: dict[str, Any]) -> list[str]:
+    """How to get the job's work: its commits are on its branch in the workers' repo cache."""
+    branch, url = job.get("branch"), job.get("repo_url")
+    if not (branch and url):
+        return []
+    if not job.get("commit_sha"):
+        return [f"[bold]{'work':<9}[/] no commits on {escape(branch)}"]
+    lines = [
+        f"[bold]{'work':<9}[/] agenticore diff {job['id']}",
+        f"{'':<9} agenticore checkout {job['id']} {escape('[DIR]')}",
+    ]
+    cache = RepoCache(get_settings()).repo_dir(url)
+    if os.access(cache, os.R_OK | os.X_OK):  # the cache is on this machine: plain git will do
+        lines.append(f"{'':<9} git fetch {escape(str(cache))} {escape(f'{branch}:{branch}')}")
+    if job.get("pr_url"):  # pushed
+        lines.append(f"{'':<9} git fetch origin {escape(branch)}")
+    return lines
 
 
 def _print_json(data: Any) -> None:

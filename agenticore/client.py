@@ -48,6 +48,14 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/jobs/{job_id}/cancel")
 
+    def diff(self, job_id: str) -> bytes:
+        """The unified diff of the job's work against its base, as git printed it."""
+        return self._send("GET", f"/jobs/{job_id}/diff").content
+
+    def bundle(self, job_id: str) -> bytes:
+        """A git bundle of the job branch's commits past its base."""
+        return self._send("GET", f"/jobs/{job_id}/bundle").content
+
     def profiles(self) -> dict[str, Any]:
         return self._request("GET", "/profiles")
 
@@ -60,6 +68,12 @@ class Client:
     def _request(
         self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
     ) -> dict[str, Any]:
+        body: dict[str, Any] = self._send(method, path, accept=accept, **kwargs).json()
+        return body
+
+    def _send(
+        self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
+    ) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -68,8 +82,7 @@ class Client:
             ) from None
         if response.is_error and response.status_code not in accept:
             raise ApiError(response.status_code, _detail(response))
-        body: dict[str, Any] = response.json()
-        return body
+        return response
 
 
 def _detail(response: httpx.Response) -> str:

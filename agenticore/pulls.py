@@ -1,9 +1,11 @@
 """The pull request step that follows a successful run.
 
-Commit what the agent left uncommitted, push the job branch, open the pull request (or find
-the one an earlier delivery opened and update it), record it on the job, then remove the
-worktree. Every step is idempotent, so a retried or redelivered step never opens a second
-pull request; the job's own lease keeps two deliveries from running it at once.
+The run has already committed the agent's work to the job branch in the repo cache, so the
+step needs no worktree and runs on any node that shares the cache. It commits what is left
+in a kept worktree (``keep_worktree``), pushes the job branch, opens the pull request (or
+finds the one an earlier delivery opened and updates it) and records it on the job. Every
+step is idempotent, so a retried or redelivered step never opens a second pull request; the
+job's own lease keeps two deliveries from running it at once.
 
 The run's status is never changed here: only the ``pr_*`` fields, ``commit_sha`` and, once
 the step is final, the worktree.

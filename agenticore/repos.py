@@ -246,7 +246,9 @@ class RepoCache:
         if job.repo_url is not None and self.repo_dir(job.repo_url).is_dir():
             workspace = self._workspace(job, job.base_ref, job.base_sha)
             with self._lock(job.repo_url):
-                if job.branch is not None and self._head_of(workspace) is not None:
+                # no .git: nothing of the agent's left to adopt (the run committed its work)
+                gitfile = os.path.lexists(path / ".git")
+                if job.branch is not None and gitfile and self._head_of(workspace) is not None:
                     try:
                         self._adopt(workspace)
                     except RepoError as exc:
@@ -257,12 +259,15 @@ class RepoCache:
         shutil.rmtree(path, ignore_errors=True)
 
     def changes(self, workspace: Workspace) -> tuple[list[str], str | None]:
-        """Files the agent left changed, and the branch head if the agent committed."""
+        """The files the job changed and the job branch head, once it is past the base (the
+        agent's own commits, adopted, count); in a scratch folder, the files the agent left."""
         if workspace.branch is None:
             return _scratch_files(workspace.path), None
+        assert workspace.repo_dir is not None and workspace.base_sha is not None
         head = self._adopt(workspace)
-        with self._snapshot(workspace, head) as (_, changed):
-            return changed, (head if head != workspace.base_sha else None)
+        if head == workspace.base_sha:
+            return [], None
+        return self._changed_files(workspace.repo_dir, workspace.base_sha, head), head
 
     def salvage(self, workspace: Workspace, job_id: str, reason: str) -> str | None:
         """Commits whatever the agent left as work in progress; returns the commit, if any."""
@@ -320,6 +325,28 @@ class RepoCache:
                 return False
             self._git(url, self.repo_dir(url), "update-ref", "-d", ref, head)
         return True
+
+    def branch_head(self, url: str, branch: str) -> str | None:
+        """The job branch's commit in this node's cache, or None if the cache lacks it."""
+        if not self.repo_dir(url).is_dir():
+            return None
+        return self._rev(url, f"refs/heads/{branch}^{{commit}}")
+
+    def diff(self, url: str, branch: str, base: str) -> bytes:
+        """The unified diff of the job branch against ``base``, exactly as git prints it
+        (binary files included, so ``git apply`` takes it). Runs on the cache only."""
+        plain = ("--no-color", "--no-ext-diff", "--no-textconv", "--binary")
+        return self._git_bytes(url, self.repo_dir(url), "diff", *plain, base,
+                               f"refs/heads/{branch}")  # fmt: skip
+
+    def bundle(self, url: str, branch: str, base: str) -> bytes:
+        """A ``git bundle`` of the job branch's commits past ``base``: a clone that has
+        ``base`` fetches the branch from it. Raises RepoError when there are none."""
+        with tempfile.TemporaryDirectory(prefix="agenticore-bundle-") as tmp:
+            target = Path(tmp) / "job.bundle"
+            self._git(url, self.repo_dir(url), "bundle", "create", "--quiet", str(target),
+                      f"{base}..refs/heads/{branch}")  # fmt: skip
+            return target.read_bytes()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -674,15 +701,20 @@ class RepoCache:
         return ref.removeprefix("origin/")
 
     def _git(self, url: str, cwd: Path, *args: str) -> str:
+        return self._git_bytes(url, cwd, *args).decode("utf-8", "replace").strip()
+
+    def _git_bytes(self, url: str, cwd: Path, *args: str) -> bytes:
         remote = args[0] in _REMOTE_COMMANDS
         env = _GIT_ENV | git_auth_env(self.settings, url) if remote else _GIT_ENV
         if args[0] not in ("init", "config"):  # config: how _check_config reads and writes
             self._check_config(cwd)
         try:
-            out: str = git.Git(cwd).execute(
+            out: bytes = git.Git(cwd).execute(
                 ["git", *_HARDENED, *args],
                 env=env,
                 kill_after_timeout=self.settings.clone_timeout_seconds,
+                stdout_as_string=False,
+                strip_newline_in_stdout=False,
             )
         except git.GitCommandError as exc:
             detail = redact_text(str(exc.stderr or exc).strip())
@@ -691,4 +723,9 @@ class RepoCache:
                 repo=redact_url(url),
                 transient=remote,
             ) from None
-        return out.strip()
+        return out
+
+    def _changed_files(self, repo_dir: Path, base: str, head: str) -> list[str]:
+        names = self._git_bytes(str(repo_dir), repo_dir, "diff", "--name-only", "--no-renames",
+                                "-z", base, head)  # fmt: skip
+        return sorted(name.decode("utf-8", "replace") for name in names.split(b"\0") if name)

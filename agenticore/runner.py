@@ -32,6 +32,7 @@ from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import Limit, Permit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
+from agenticore.pulls import commit_message
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.sandbox import hand_over, sandboxed
@@ -67,8 +68,10 @@ class JobRunner:
     def run(self, job_id: str, *, worker: str | None = None, pr_follows: bool = False) -> Job:
         """Runs the job once. Returns it finished, or ``queued`` again for a retry.
 
-        A succeeded run keeps its worktree, with ``pr_status: pending``, when a PR step
-        follows: the job asks for one (``auto_pr``) or the caller chained one (``pr_follows``).
+        Whatever the run's outcome, the agent's work is committed to the job branch in the
+        repo cache; the worktree then goes unless the job asks to keep it. A succeeded run
+        gets ``pr_status: pending`` when a PR step follows: the job asks for one
+        (``auto_pr``) or the caller chained one (``pr_follows``).
 
         Raises ``NoPermit`` (breaker open, no free permit) before anything starts: the
         caller defers the job and asks again after ``retry_after``.
@@ -140,8 +143,8 @@ class JobRunner:
             delivery.superseded = True
             return self.store.get(job.id)
         finally:
-            pr_pending = finished is not None and finished.pr_status is PrStatus.PENDING
-            keep = job.keep_worktree or pr_pending or delivery.superseded
+            # the work is on the job branch by now: the worktree is only kept on request
+            keep = job.keep_worktree or delivery.superseded
             # cut short while its worktree was being made: what there is of it goes too
             made = bool(workspaces) or (interrupted and self._worktree_exists(job))
             if made and not keep:
@@ -158,25 +161,26 @@ class JobRunner:
             workspaces.append(workspace)
             job = self.store.get(job.id)
             outcome = self._execute(job, workspace, delivery)
-            changed, head = self.repos.changes(workspace)
+            changed, head = self._keep_work(job, workspace)
             return self._finish(
                 job, outcome, breaker, changed_files=changed, commit_sha=head,
                 pr_pending=pr_follows,
             )  # fmt: skip
         except Terminated:
             # the agent's group is already dead (supervise's finally), and so are our git
-            # children; record and let the caller end its process as whoever sent SIGTERM
-            # expects
-            self._interrupted(job.id, job.attempts)
+            # children; keep its work, record, and let the caller end its process as
+            # whoever sent SIGTERM expects
+            self._interrupted(job.id, job.attempts, **self._work_left(job, workspaces))
             raise
         except StaleAttempt:
             raise
         except AgenticoreError as exc:
-            return self._finish(job, _failure(exc), breaker)
+            return self._finish(job, _failure(exc), breaker, **self._work_left(job, workspaces))
         except Exception as exc:
             log.exception("job %s failed inside Agenticore", job.id)
             error = f"internal_error: {type(exc).__name__}: {redact_text(str(exc))}"
-            return self._finish(job, AgentOutcome(JobStatus.FAILED, error=error), breaker)
+            outcome = AgentOutcome(JobStatus.FAILED, error=error)
+            return self._finish(job, outcome, breaker, **self._work_left(job, workspaces))
 
     # -- steps -------------------------------------------------------------------------
 
@@ -307,6 +311,26 @@ class JobRunner:
             outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
         return outcome
 
+    def _keep_work(self, job: Job, workspace: Workspace) -> tuple[list[str], str | None]:
+        """Commits what the agent left uncommitted onto the job branch in the cache, so the
+        work outlives the worktree. Returns the files the job changed and the branch head
+        once it is past the base (the agent's own commits count), else None."""
+        if workspace.branch is not None:
+            self.repos.commit_all(workspace, commit_message(job))
+        return self.repos.changes(workspace)
+
+    def _work_left(self, job: Job, workspaces: list[Workspace]) -> dict[str, Any]:
+        """After a run that went wrong: its work kept as far as that still goes (the branch
+        keeps whatever was committed before), as fields for the record."""
+        if not workspaces:
+            return {}
+        try:
+            changed, head = self._keep_work(job, workspaces[0])
+        except AgenticoreError as exc:
+            log.warning("job %s: work left in the worktree not committed: %s", job.id, exc)
+            return {}
+        return {"changed_files": changed, "commit_sha": head}
+
     def _finish(
         self,
         job: Job,
@@ -408,7 +432,7 @@ class JobRunner:
             )
         return limits
 
-    def _interrupted(self, job_id: str, attempt: int) -> Job | None:
+    def _interrupted(self, job_id: str, attempt: int, **work: Any) -> Job | None:
         """Cancelled jobs stay cancelled; others are handed back for redelivery (unless
         the job was handed on already)."""
         try:
@@ -418,11 +442,12 @@ class JobRunner:
                 attempt=attempt,
                 agent_pid=None,
                 error="interrupted: the worker stopped during the run; the job is requeued",
+                **work,
             )
         except StaleAttempt:
             return None
         except InvalidTransition:
-            return self.store.update(job_id, agent_pid=None)
+            return self.store.update(job_id, agent_pid=None, **work)
 
     def _cleanup(self, job: Job) -> None:
         try:

@@ -11,6 +11,8 @@ from agenticore.apikeys import Role
 from agenticore.models import JobSpec, JobStatus, PrStatus, Submitter
 
 __all__ = [
+    "BUNDLE_RESPONSE",
+    "DIFF_RESPONSE",
     "ERROR_RESPONSES",
     "ApiKeyCreate",
     "ApiKeyCreated",
@@ -186,3 +188,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: _error("the fleet is busy (MAX_QUEUE_DEPTH); see Retry-After"),
     503: _error("the job store or the broker is unavailable"),
 }
+
+
+def _file(media_type: str, description: str, binary: bool = False) -> dict[int | str, Any]:
+    schema = {"type": "string"} | ({"format": "binary"} if binary else {})
+    return {200: {"content": {media_type: {"schema": schema}}, "description": description}}
+
+
+DIFF_RESPONSE = _file(
+    "text/x-diff",
+    "the unified diff of the job branch against its base (empty: no changes); for a running "
+    "job, what the branch holds so far (the run commits its work when it ends)",
+)
+BUNDLE_RESPONSE = _file(
+    "application/octet-stream",
+    "a git bundle of the job branch's commits past its base: "
+    "`git fetch <file> refs/heads/<branch>:refs/heads/<branch>` in a clone that has the base",
+    binary=True,
+)

@@ -156,6 +156,17 @@ class Fleet:
         self.worker = start_worker(self.env, log)
         self.wait_worker_ready(log)
 
+    def add_worker(self, name: str, **overrides: str) -> subprocess.Popen[bytes]:
+        """Starts another worker on the fleet's broker, store and HOME, as another node's
+        would run: its own name and, from ``overrides``, settings of its own (e.g.
+        ``worktree_root``). The caller stops it."""
+        env = self.env | {"AGENTICORE_WORKER_NAME": name}
+        env |= {f"AGENTICORE_{k.upper()}": v for k, v in overrides.items()}
+        log = self.logs / f"worker-{name}.log"
+        worker = start_worker(env, log)
+        self.wait_worker_ready(log)
+        return worker
+
     def agent_pid(self, job_id: str) -> int | None:
         """The job's live agent process, from the file record (every backend writes it)."""
         record = json.loads((self.settings.jobs_dir / f"{job_id}.json").read_text())

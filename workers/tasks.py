@@ -148,8 +148,8 @@ def _refusal(exc: ValidationError | InvalidRequest) -> str:
 
 
 def _pr_follows(task: Task) -> bool:
-    """Whether the caller chained a PR step after this run (``link`` or ``|``): the run then
-    keeps its worktree for it, as an ``auto_pr`` job does."""
+    """Whether the caller chained a PR step after this run (``link`` or ``|``): a succeeded
+    run then records ``pr_status: pending`` for it, as an ``auto_pr`` job does."""
     following = list(task.request.callbacks or []) + list(task.request.chain or [])[-1:]
     return any(signature.get("task") == OPEN_PULL_REQUEST for signature in following)
 

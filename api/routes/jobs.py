@@ -1,10 +1,11 @@
-"""/jobs: submit, list, read, cancel."""
+"""/jobs: submit, list, read, cancel, retry, and the work of a job (diff, bundle)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
@@ -16,10 +17,10 @@ from agenticore.jobs import JobStore, idempotency_digest
 from agenticore.models import IDEMPOTENCY_KEY_PATTERN, Job, JobSpec, JobStatus, utcnow
 from agenticore.profiles import job_from_spec
 from agenticore.redaction import redact_text
-from agenticore.repos import validate_repo_url
+from agenticore.repos import RepoCache, validate_repo_url
 from api.deps import DispatcherDep, OperatorKey, SettingsDep, StoreDep, ViewerKey, may_act_on
 from api.dispatch import Dispatcher
-from api.schemas import JobCreate, JobPublic, JobsPublic
+from api.schemas import BUNDLE_RESPONSE, DIFF_RESPONSE, JobCreate, JobPublic, JobsPublic
 
 __all__ = ["router"]
 
@@ -198,6 +199,54 @@ def retry_job(job_id: str, store: StoreDep, dispatcher: DispatcherDep, caller: O
     job = store.update(job_id, status=JobStatus.QUEUED, attempts=0, finished_at=None)
     dispatcher.submit(job)
     return job
+
+
+@router.get("/{job_id}/diff", response_class=Response, responses=DIFF_RESPONSE)
+def job_diff(job_id: str, store: StoreDep, settings: SettingsDep, caller: ViewerKey) -> Response:
+    """The unified diff of the job's commits against its base. Read from the repo cache, so
+    any node that shares it answers, whichever worker ran the job."""
+    work = _work_of(settings, store.get(job_id))
+    diff = RepoCache(settings).diff(work.url, work.branch, work.base)
+    return Response(diff, media_type="text/x-diff")
+
+
+@router.get("/{job_id}/bundle", response_class=Response, responses=BUNDLE_RESPONSE)
+def job_bundle(job_id: str, store: StoreDep, settings: SettingsDep, caller: ViewerKey) -> Response:
+    """A git bundle of the job's commits past its base, for ``agenticore checkout``."""
+    job = store.get(job_id)
+    work = _work_of(settings, job)
+    if work.head == work.base:
+        raise HTTPException(
+            404, f"job {job_id} has no commits past its base {work.base[:12]}: nothing to fetch"
+        )
+    bundle = RepoCache(settings).bundle(work.url, work.branch, work.base)
+    disposition = f'attachment; filename="agenticore-{job.short_id}.bundle"'
+    return Response(bundle, media_type="application/octet-stream",
+                    headers={"Content-Disposition": disposition})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Work:
+    url: str
+    branch: str
+    base: str
+    head: str
+
+
+def _work_of(settings: Settings, job: Job) -> _Work:
+    """Where the job's work is: its branch in the repo cache, from its base; else 404."""
+    if job.repo_url is None:
+        raise HTTPException(404, f"job {job.id} ran without a repository: it has no branch")
+    if job.branch is None or job.base_sha is None:
+        raise HTTPException(404, f"job {job.id} is {job.status.value} and has no branch yet")
+    head = RepoCache(settings).branch_head(job.repo_url, job.branch)
+    if head is None:
+        raise HTTPException(
+            404,
+            f"branch {job.branch} of job {job.id} is not in this node's repo cache: "
+            "the API and the workers must share REPOS_ROOT",
+        )
+    return _Work(job.repo_url, job.branch, job.base_sha, head)
 
 
 async def _wait_for_end(store: JobStore, job_id: str, timeout: float) -> Job:

@@ -68,7 +68,7 @@ def test_given_uncommitted_changes_when_the_pr_step_runs_then_one_commit_one_pus
     ran = run_job(pr_settings, task, repo_url=repo_url(forge), auto_pr=True)
     assert ran.status is JobStatus.SUCCEEDED, ran.error
     assert ran.pr_status is PrStatus.PENDING
-    assert Path(ran.worktree_path or "").is_dir(), "the worktree waits for the PR step"
+    assert ran.commit_sha and not Path(ran.worktree_path or "").exists(), "the run kept the work"
 
     done = PullRequestStep(pr_settings).run(ran.id)
 
@@ -95,7 +95,6 @@ def test_given_uncommitted_changes_when_the_pr_step_runs_then_one_commit_one_pus
     assert message.splitlines()[0] == pull["title"]
     assert f"Agenticore-Job: {ran.id}" in message
     assert git(bare, "show", f"{done.branch}:src/greeting.py") == "print('hi')"
-    assert not Path(ran.worktree_path or "").exists(), "the worktree goes once the PR is open"
     assert RepoCache(pr_settings).repo_dir(repo_url(forge)).is_dir(), "the cache stays"
 
 
@@ -256,7 +255,6 @@ def test_given_a_transient_forge_failure_when_the_pr_step_runs_then_it_asks_to_r
     assert raised.value.retry_after >= least_wait
     pending = JobStore(embedded).get(ran.id)
     assert pending.pr_status is PrStatus.PENDING and str(status) in (pending.pr_error or "")
-    assert Path(ran.worktree_path or "").is_dir(), "the worktree waits for the retry"
 
     done = PullRequestStep(embedded).run(ran.id)
 
@@ -379,7 +377,8 @@ def test_pr_title_takes_the_first_prose_line_and_keeps_it_short() -> None:
 def test_given_a_worktree_whose_git_file_was_replaced_then_the_pr_step_refuses_it(
     embedded: Settings, forge: FakeForge
 ) -> None:
-    ran = run_job(embedded, "Add greeting\n" + CHANGE, repo_url=repo_url(forge), auto_pr=True)
+    ran = run_job(embedded, "Add greeting\n" + CHANGE, repo_url=repo_url(forge), auto_pr=True,
+                  keep_worktree=True)  # fmt: skip
     (Path(ran.worktree_path or "") / ".git").write_text("gitdir: /nonexistent\n")
 
     done = PullRequestStep(embedded).run(ran.id)

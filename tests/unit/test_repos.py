@@ -167,13 +167,13 @@ def test_given_an_agent_that_plants_git_config_then_the_workers_git_runs_none_of
     (workspace.path / ".gitattributes").write_text("* filter=evil\n")
     (workspace.path / "left.txt").write_text("left uncommitted\n")
 
-    changed, head = cache.changes(workspace)
     commit = cache.commit_all(workspace, "leftovers")
+    changed, head = cache.changes(workspace)
     cache.push(remote, workspace.branch or "")
 
     assert list(marks.iterdir()) == [], "the worker ran something the agent planted"
-    assert changed == [".gitattributes", "left.txt"] and head is not None
-    assert commit is not None
+    assert changed == [".gitattributes", "agent.txt", "left.txt"]
+    assert commit is not None and head == commit
     log = git(Path(remote), "log", "--format=%s", workspace.branch or "")
     assert log.splitlines()[:2] == ["leftovers", "agent commit"]
     assert git(Path(remote), "show", f"{workspace.branch}:left.txt") == "left uncommitted"
@@ -235,7 +235,7 @@ def test_given_an_agent_index_that_git_cannot_use_then_the_snapshot_starts_from_
     assert workspace.gitdir is not None
     (workspace.gitdir / "index").write_bytes(b"DIRC garbage, not an index")
 
-    changed, _ = cache.changes(workspace)
     commit = cache.commit_all(workspace, "leftovers")
+    changed, head = cache.changes(workspace)
 
-    assert changed == ["new.txt"] and commit is not None
+    assert changed == ["new.txt"] and commit is not None and head == commit

@@ -43,8 +43,10 @@ def test_given_a_repo_job_when_run_then_result_cost_session_and_commit_are_recor
     assert done.session_id and done.exit_code == 0
     assert done.worker == "test-worker" and done.attempts == 1
     assert done.base_ref == "main" and done.branch == f"agenticore/{job.short_id}"
-    assert done.commit_sha is not None and done.changed_files == []
+    assert done.changed_files == ["docs/GUIDE.md"], "the files the job changed, committed"
     cache = JobRunner(settings).repos.repo_dir(str(remote))
+    assert done.commit_sha == git(cache, "rev-parse", done.branch or "")
+    assert git(cache, "log", "-1", "--format=%s", done.branch or "") == "docs: add guide"
     assert git(cache, "show", f"{done.branch}:docs/GUIDE.md") == "hello"
     assert not (settings.worktrees_dir / job.id).exists(), "worktree must be removed"
     assert Path(done.transcript_path or "").read_text().count("\n") >= 4
