@@ -46,6 +46,8 @@ def build(settings: Settings) -> dict[str, Any]:
     visibility = int(settings.longest_run_seconds) + 300
     return common | {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, with acks that survive a connection lost mid-task
+        "broker_transport": "workers.transport:Transport",
         "result_backend": settings.redis_url,
         "broker_transport_options": {
             "visibility_timeout": visibility,

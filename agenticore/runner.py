@@ -148,7 +148,7 @@ class JobRunner:
             # cut short while its worktree was being made: what there is of it goes too
             made = bool(workspaces) or (interrupted and self._worktree_exists(job))
             if made and not keep:
-                self._cleanup(job)
+                self._cleanup(self.store.find(job.id) or job)  # with the branch it was given
 
     def _attempt(
         self, job: Job, breaker: CircuitBreaker, pr_follows: bool, delivery: _Delivery,

@@ -266,8 +266,9 @@ def test_given_a_run_being_recorded_when_cancelled_then_the_agents_commit_is_kep
 def test_given_a_worktree_being_removed_when_cancelled_twice_then_the_removal_completes(
     fleet: Fleet, slow_git: SlowGit, remote: Path
 ) -> None:
-    # an agent crash is retried: the job waits queued, cancellable, while its worktree goes
-    slow_git.slow("rev-parse", 4, after="write-tree")
+    # an agent crash is retried: the job waits queued, cancellable, while its worktree goes;
+    # listing the run's changes (git diff) is the last git step before that
+    slow_git.slow("rev-parse", 4, after="diff")
     task = "@fake write NOTES.md kept\n@fake commit notes\n@fake crash 2"
     job_id = _start_repo_job(fleet, remote, task)
     removal = slow_git.wait_started()

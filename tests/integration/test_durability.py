@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agenticore.repos import RepoCache
 from tests.conftest import Fleet, forge_settings, running_fleet
 from tests.fake_forge import FakeForge
 from tests.helpers import git, make_remote, wait_for
@@ -36,14 +37,7 @@ def run_to_end(fleet: Fleet, task: str, **spec: Any) -> dict[str, Any]:
 
 def cache_of_job(fleet: Fleet, job: dict[str, Any]) -> Path:
     """The repo cache folder that holds the job's branch (the session fleet has many)."""
-    for cache in fleet.settings.repos_dir.glob("*/repo"):
-        found = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{job['branch']}"],
-            cwd=cache, capture_output=True, text=True,
-        )  # fmt: skip
-        if found.returncode == 0:
-            return cache
-    raise AssertionError(f"no repo cache holds {job['branch']}")
+    return RepoCache(fleet.settings).repo_dir(job["repo_url"])
 
 
 @pytest.mark.parametrize(("status", "task", "spec"), OUTCOMES, ids=[o[0] for o in OUTCOMES])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agenticore.repos import RepoCache
 from tests.conftest import REPO_ROOT, Fleet
 from tests.helpers import git, group_members, make_remote, pid_alive, wait_for
 
@@ -39,7 +40,7 @@ def test_given_a_repo_task_when_submitted_then_the_job_ends_with_result_cost_and
     assert job["cost_usd"] > 0 and job["session_id"] and job["num_turns"] >= 2
     assert job["worker"].startswith("agenticore@test-") and job["attempts"] == 1
     assert job["commit_sha"] and job["branch"].startswith("agenticore/")
-    cache = next(fleet.settings.repos_dir.glob("*/repo"))
+    cache = RepoCache(fleet.settings).repo_dir(str(remote))
     assert git(cache, "show", f"{job['branch']}:CONTRIBUTING.md") == "Be kind."
     record = json.loads((fleet.settings.jobs_dir / f"{job['id']}.json").read_text())
     assert record["status"] == "succeeded", "the file store always holds the record"
