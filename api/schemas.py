@@ -187,6 +187,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error("invalid input: a message, or the issues found (loc, msg, type)"),
     429: _error("the fleet is busy (MAX_QUEUE_DEPTH); see Retry-After"),
     503: _error("the job store or the broker is unavailable"),
+    507: _error("the disk under the job store is full"),
 }
 
 
