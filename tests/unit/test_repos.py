@@ -239,3 +239,30 @@ def test_given_an_agent_index_that_git_cannot_use_then_the_snapshot_starts_from_
     changed, head = cache.changes(workspace)
 
     assert changed == ["new.txt"] and commit is not None and head == commit
+
+
+def test_given_finished_job_branches_then_only_those_whose_work_is_safe_elsewhere_go(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    remote = str(make_remote(tmp_path))
+    cache = RepoCache(settings)
+    cache.ensure(remote)
+    unpushed, pushed, untouched = (
+        Job.from_spec(JobSpec(task="x", repo_url=remote)) for _ in range(3)
+    )
+    for job, work in ((unpushed, "mine"), (pushed, "shared"), (untouched, None)):
+        space = cache.create_workspace(job)
+        if work:
+            (space.path / f"{work}.txt").write_text(work)
+            cache.commit_all(space, f"{work}\n\nAgenticore-Job: {job.id}\n")
+        job.branch, job.base_ref, job.base_sha = space.branch, space.base_ref, space.base_sha
+        cache.remove_workspace(job)
+    assert pushed.branch is not None
+    cache.push(remote, pushed.branch)
+    cache.ensure(remote)  # a fetch: origin's copy of the pushed branch is known
+
+    assert [cache.discard_branch(job) for job in (unpushed, pushed, untouched)] == [
+        False, True, True]  # fmt: skip
+    assert cache.branch_head(remote, unpushed.branch or "") is not None, "its work stays"
+    assert cache.branch_head(remote, pushed.branch) is None
