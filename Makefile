@@ -21,6 +21,7 @@ bench: $(STAMP)
 	$(PYTHON) -m bench.pipeline
 	$(PYTHON) -m bench.pulls
 	$(PYTHON) -m bench.security
+	$(PYTHON) -m bench.reconciler
 
 demo: $(STAMP)
 	bash scripts/demo.sh

@@ -244,8 +244,8 @@ class SqliteIndex:
         # a connection is never used across fork() (prefork pool processes), nor kept on an
         # index file that was replaced or deleted
         if connection is None or self._local.key != (os.getpid(), _inode(self.path)):
-            if connection is not None:
-                connection.close()
+            if connection is not None and self._local.key[0] == os.getpid():
+                connection.close()  # one inherited across fork() is only dropped
             if not self.path.exists():  # a WAL without its database would poison the new one
                 for suffix in ("-wal", "-shm"):
                     Path(f"{self.path}{suffix}").unlink(missing_ok=True)

@@ -46,6 +46,7 @@ from agenticore.errors import (
 )
 from agenticore.files import atomic_write, private_dir
 from agenticore.index import JobIndex, RedisIndex, Schedule, SqliteIndex
+from agenticore.interrupts import sigterm_deferred
 from agenticore.keys import KeySchema
 from agenticore.locks import exclusive
 from agenticore.models import (
@@ -230,13 +231,18 @@ class JobStore:
 
     def rebuild_index(self) -> list[Job]:
         """Rebuilds the index from the files; returns the queued jobs (their messages may
-        be gone with what the index lost, so the caller sends them again)."""
+        be gone with what the index lost, so the caller sends them again). Each is watched
+        again as if just stored: what a dropped schedule would have caught is caught."""
         (self.dir / "index.dirty").unlink(missing_ok=True)
         self.index.reset()
         queued = []
-        for job in self._files():
-            self.index.record(job, previous=None, watch_at=None)
-            if job.status is JobStatus.QUEUED:
+        watch = time.time() + self.settings.lease_seconds
+        for job_id in self._ids():
+            with self.locked(job_id):  # not a stale copy over an update made meanwhile
+                job = self._read_file(job_id)
+                if job is not None:
+                    self.index.record(job, previous=None, watch_at=watch)
+            if job is not None and job.status is JobStatus.QUEUED:
                 queued.append(job)
         self.index.mark_built()
         log.warning("job index rebuilt from the files; %d queued jobs", len(queued))
@@ -265,10 +271,17 @@ class JobStore:
         return job_id
 
     def bind_idempotency_key(self, digest: str, job_id: str) -> None:
-        """The claim's job is stored and enqueued: repeats return it from now on."""
+        """The claim's job is stored and enqueued: repeats return it from now on (unless
+        another request took the claim over meanwhile: then that one holds it)."""
+        path = self._claim_path(digest)
+        try:
+            if json.loads(path.read_text())["job_id"] != job_id:
+                return
+        except FileNotFoundError:
+            pass
         bound = json.dumps({"job_id": job_id, "bound": True, "at": time.time()})
         with _storing("an idempotency claim"):
-            atomic_write(self._claim_path(digest), bound)
+            atomic_write(path, bound)
 
     def release_idempotency_key(self, digest: str, job_id: str) -> None:
         """The request failed: a retry with the same key creates the job anew."""
@@ -293,6 +306,10 @@ class JobStore:
     # -- internals ---------------------------------------------------------------------
 
     def _write(self, job: Job, previous: Job | None, watch_at: float | None) -> None:
+        with sigterm_deferred():  # the record and its index entries, never one alone
+            self._write_both(job, previous, watch_at)
+
+    def _write_both(self, job: Job, previous: Job | None, watch_at: float | None) -> None:
         self._write_file(job)
         self._claim_session(job)
         try:
@@ -362,15 +379,18 @@ class JobStore:
 
     def _files(self, before: str | None = None) -> Iterator[Job]:
         """Every record, newest first (ids sort by creation time)."""
-        if not self.dir.is_dir():
-            return
-        names = sorted((p.stem for p in self.dir.glob("*.json")), reverse=True)
-        for job_id in names:
+        for job_id in self._ids():
             if before and job_id >= before:
                 continue
             job = self._read_file(job_id)
             if job is not None:
                 yield job
+
+    def _ids(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted((p.stem for p in self.dir.glob("*.json") if valid_job_id(p.stem)),
+                      reverse=True)  # fmt: skip
 
     def session_owner(self, session_id: str) -> Submitter | None:
         """The key whose job first ran ``session_id``: Redis, else the file index; None if
@@ -423,9 +443,16 @@ class JobStore:
             atomic_write(self._path(job.id), job.model_dump_json(indent=2))
 
     def _read_file(self, job_id: str) -> Job | None:
+        path = self._path(job_id)
         try:
-            return Job.model_validate_json(self._path(job_id).read_text())
+            return Job.model_validate_json(path.read_text())
         except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            # writes are whole, so only a hand edit or a foreign file gets here: one record
+            # that cannot be read must not stop every listing and reconciler pass
+            log.error("job record %s is unreadable (%s); moved aside", path, exc)
+            path.replace(path.with_suffix(".unreadable"))
             return None
 
 

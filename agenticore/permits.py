@@ -61,6 +61,7 @@ _FILE_LOCK_WAIT_SECONDS = 10.0
 
 # errors that mean "the permit store did not answer now", as opposed to a bug
 _UNAVAILABLE = (redis.RedisError, LockTimeout)
+_UNLIMITED = 2**31
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,16 @@ class Permit:
             return False
 
     def reacquire(self) -> bool | None:
-        """Takes a lapsed lease back, under the same limits, if nobody took the slot
-        meanwhile; False if a scope is full now, None if the store does not answer."""
+        """Takes a lapsed lease back: the first scope (a job's own lease) only if nobody took
+        it meanwhile, the others whatever their limits (a run that started keeps its slot,
+        even when waiting jobs took the freed ones). False if the first scope is taken, None
+        if the store does not answer."""
         if self._released:
             return False
+        first, *others = self._limits
+        limits = [first, *((scope, _UNLIMITED) for scope, _ in others)]
         try:
-            return self._backend.acquire(self.holder, self._limits, self._lease_seconds) is None
+            return self._backend.acquire(self.holder, limits, self._lease_seconds) is None
         except _UNAVAILABLE as exc:
             log.warning("permit %s: taking the lease back failed (%s)", self.holder, exc)
             return None
@@ -248,7 +253,11 @@ def kept_alive(
         while not stop.wait(every):
             if permit.renew():
                 continue
-            taken = None if take_back is None else take_back(permit)
+            try:
+                taken = None if take_back is None else take_back(permit)
+            except Exception:  # a Redis that answers oddly (a read-only replica): no answer
+                log.exception("permit of %s: taking the lease back failed", permit.holder)
+                taken = None
             if taken is None:
                 log.warning("permit of %s lapsed; it keeps running", permit.holder)
             elif taken:

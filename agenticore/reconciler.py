@@ -38,7 +38,7 @@ from agenticore.config import Settings
 from agenticore.errors import LockTimeout
 from agenticore.jobs import JobStore
 from agenticore.locks import exclusive
-from agenticore.models import Job, JobStatus, utcnow
+from agenticore.models import Job, JobStatus, PrStatus, utcnow
 from agenticore.permits import PermitGate, job_scope
 
 __all__ = ["Reconciler", "pr_step_key"]
@@ -169,6 +169,9 @@ class Reconciler:
         again = utcnow() + _PR_RESEND_LEASES * lease
         resent = []
         for job in self.store.due("pr", utcnow() - lease, BATCH):
+            if job.pr_status is not PrStatus.PENDING:
+                self.store.reschedule("pr", job.id, None)  # settled since the index said so
+                continue
             if not self._leased(job):
                 self.resend_pr_step(job)
                 resent.append(pr_step_key(job.id))

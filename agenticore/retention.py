@@ -53,11 +53,24 @@ class Retention:
                 # its PR step still needs the record (the reconciler resends it): next period
                 self.store.reschedule("finished", job.id, utcnow())
                 continue
-            self.remove(job)
-            swept.append(job.id)
+            if self.remove(job):
+                swept.append(job.id)
         return swept
 
-    def remove(self, job: Job) -> None:
+    def remove(self, job: Job) -> bool:
+        """Removes ``job`` unless it changed since it was read (a retry queued it again)."""
+        with self.store.locked(job.id):
+            current = self.store.find(job.id)
+            if (
+                current is None
+                or current.status is not job.status
+                or (current.finished_at != job.finished_at)
+            ):
+                return False
+            self._remove(current)
+        return True
+
+    def _remove(self, job: Job) -> None:
         try:
             self.repos.remove_workspace(job)  # a kept worktree: its commits are adopted first
             self.repos.discard_branch(job)

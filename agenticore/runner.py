@@ -170,7 +170,8 @@ class JobRunner:
             # the agent's group is already dead (supervise's finally), and so are our git
             # children; keep its work, record, and let the caller end its process as
             # whoever sent SIGTERM expects
-            self._interrupted(job.id, job.attempts, **self._work_left(job, workspaces))
+            if self._interrupted(job.id, job.attempts, **self._work_left(job, workspaces)) is None:
+                delivery.superseded = True
             raise
         except StaleAttempt:
             raise

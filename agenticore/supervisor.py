@@ -3,8 +3,9 @@
 The agent starts in its own session (so its whole tree is one process group), with stdin
 closed (or, when the spec carries input such as the prompt, fed by a thread, then closed),
 stdout read line by line on a thread (lines may be far larger than 64 KiB) and
-copied to a transcript with secrets masked (``redaction.py``), stderr to a file that is
-redacted once the agent is gone; both 0600 in a 0700 folder. The supervising thread is the
+copied to a transcript with secrets masked (``redaction.py``), stderr copied through a pipe
+to a file that is redacted once the agent is gone; both 0600 in a 0700 folder, both
+keeping their tail past ``transcript_cap``. The supervising thread is the
 watchdog: it enforces the wall clock, notices an agent that prints nothing for
 ``stall_seconds`` or whose group grows past ``max_rss_mb``, asks the caller every second
 whether to stop (cancellation, budgets) and, on any exit path, terminates the process
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from agenticore.errors import AgentError
-from agenticore.files import open_append, private_dir
+from agenticore.files import private_dir
 from agenticore.interrupts import sigterm_deferred
 from agenticore.reaper import reaper
 from agenticore.redaction import redact_text
@@ -99,13 +100,16 @@ def supervise(
     result = ProcessResult()
     with (
         CappedFile(spec.transcript, spec.transcript_cap) as transcript,
-        open_append(spec.stderr) as stderr,
+        CappedFile(spec.stderr, spec.transcript_cap) as stderr,
     ):
-        proc = _spawn(spec, stderr)
+        proc = _spawn(spec)
         result.pid = proc.pid
         lines: queue.Queue[object] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
         reader.start()
+        # through a pipe, not a file the agent writes: an agent cannot fill the disk with it
+        errors = threading.Thread(target=_copy_stderr, args=(proc, stderr), daemon=True)
+        errors.start()
         try:
             reaper.watch(proc.pid)
             on_start(proc.pid)
@@ -117,8 +121,10 @@ def supervise(
                 _stop(proc, spec.grace)
                 reaper.forget(proc.pid)
                 reader.join(timeout=5)
+                errors.join(timeout=5)
                 _drain(lines, transcript)
-                # the agent wrote it directly: masked once it is done, however the run ended
+                # copied raw: masked once it is whole, however the run ended
+                stderr.flush()
                 _redact_file(spec.stderr)
     result.exit_code = proc.returncode
     result.duration = time.monotonic() - started
@@ -135,7 +141,13 @@ def kill_process_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
     return True
 
 
-def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+def _copy_stderr(proc: subprocess.Popen[bytes], stderr: CappedFile) -> None:
+    assert proc.stderr is not None
+    while chunk := os.read(proc.stderr.fileno(), 65536):
+        stderr.write(chunk)
+
+
+def _spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
     try:
         proc = subprocess.Popen(
             spec.argv,
@@ -143,7 +155,7 @@ def _spawn(spec: ProcessSpec, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
             env=spec.env,
             stdin=subprocess.DEVNULL if spec.stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=stderr,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
     except FileNotFoundError:

@@ -29,6 +29,9 @@ class CappedFile:
         if self.cap is not None and self._size > self.cap:
             self._keep_tail(self.cap // 2)
 
+    def flush(self) -> None:
+        self._handle.flush()
+
     def close(self) -> None:
         self._handle.close()
 

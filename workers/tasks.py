@@ -69,11 +69,14 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
                                 cap=settings.retry_backoff_max_seconds)  # fmt: skip
         raise _deferred(self, runner, job, delay) from None
     except Terminated:
-        handed_back = runner.store.get(job)
-        if handed_back.status is JobStatus.QUEUED:
-            # a stopping worker's job goes back to the queue now, not after a broker timeout
-            enqueue(app, handed_back, runner.store)
-        _die_as_signalled()
+        try:
+            handed_back = runner.store.get(job)
+            if handed_back.status is JobStatus.QUEUED:
+                # a stopping worker's job goes back to the queue now, not after a broker
+                # timeout (if this fails, the reconciler sends it: it is watched)
+                enqueue(app, handed_back, runner.store)
+        finally:
+            _die_as_signalled()
     if outcome.status is JobStatus.QUEUED:
         delay = backoff_seconds(
             outcome.attempts,
@@ -112,10 +115,7 @@ def _deferred(task: Task, runner: JobRunner, job_id: str, countdown: float) -> R
     """The retry that defers a job by ``countdown``, recorded first: while a worker holds
     the countdown (in memory, on the embedded broker) the reconciler must not send the job
     again, and must once the countdown is long past and nobody ran it."""
-    try:
-        runner.store.defer(job_id, countdown)
-    except StoreUnavailable as exc:
-        log.warning("job %s: deferral not recorded (%s)", job_id, exc)
+    runner.store.defer(job_id, countdown)
     return task.retry(countdown=countdown)
 
 

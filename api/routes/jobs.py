@@ -63,7 +63,7 @@ async def create_job(
             return await _maybe_wait(body, response, settings, store, job)
     try:
         job = await asyncio.to_thread(_store_and_send, store, dispatcher, job)
-    except BaseException:
+    except Exception:
         if digest is not None:  # the key stays free: a retry creates the job
             await asyncio.to_thread(store.release_idempotency_key, digest, job.id)
         raise
