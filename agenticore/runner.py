@@ -36,7 +36,7 @@ from agenticore.pulls import commit_message
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.sandbox import hand_over, sandboxed
-from agenticore.supervisor import ProcessSpec, supervise
+from agenticore.supervisor import ProcessResult, ProcessSpec, supervise
 
 __all__ = ["JobRunner"]
 
@@ -157,10 +157,13 @@ class JobRunner:
         """Prepares, runs and records one attempt; the workspace it made goes in
         ``workspaces`` for the caller to clean up."""
         try:
+            left = self._worktree_exists(job)  # by an attempt whose worker was killed
             workspace = self._prepare(job)
             workspaces.append(workspace)
             job = self.store.get(job.id)
-            outcome = self._execute(job, workspace, delivery)
+            outcome = (left and self._unrecorded_success(job)) or self._execute(
+                job, workspace, delivery
+            )
             changed, head = self._keep_work(job, workspace)
             return self._finish(
                 job, outcome, breaker, changed_files=changed, commit_sha=head,
@@ -309,6 +312,31 @@ class JobRunner:
         outcome.session_id = session_id
         if outcome.cost_usd is None and meter.estimated_usd:
             outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
+        return outcome
+
+    def _unrecorded_success(self, job: Job) -> AgentOutcome | None:
+        """The success of the previous attempt's agent, if its worker was killed after the
+        agent ended and before the outcome was recorded: the transcript ends that session
+        with a success result, and the worktree it left holds the work. Running the agent
+        again would do the job twice."""
+        if job.attempts < 2 or job.session_id is None:
+            return None
+        backend = get_backend(job.agent)
+        stream = backend.new_stream()
+        try:
+            with (self.settings.jobs_dir / job.id / backend.transcript_name()).open("rb") as lines:
+                for line in lines:
+                    stream.feed(line)
+        except OSError:
+            return None
+        if stream.result is None or stream.result.get("session_id") != job.session_id:
+            return None  # no result, or one of an earlier session
+        outcome = backend.outcome(stream, ProcessResult(exit_code=0))
+        if outcome.status is not JobStatus.SUCCEEDED:
+            return None
+        outcome.exit_code = None  # it went with the killed worker
+        log.warning("job %s: attempt %d's agent succeeded before its worker was lost; "
+                    "recorded from its transcript", job.id, job.attempts - 1)  # fmt: skip
         return outcome
 
     def _keep_work(self, job: Job, workspace: Workspace) -> tuple[list[str], str | None]:
