@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from agenticore.agents import AgentOutcome, get_backend
@@ -41,6 +42,9 @@ from agenticore.supervisor import ProcessResult, ProcessSpec, supervise
 __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
+
+# the breaker's state is in Redis (or a locked file); these mean it did not answer now
+_BREAKER_UNAVAILABLE = (redis.RedisError, LockTimeout, OSError)
 
 
 @dataclass
@@ -82,7 +86,10 @@ class JobRunner:
             return job
         worker = worker or self.settings.worker_identity()
         breaker = CircuitBreaker(self.settings, job.agent)
-        wait = breaker.allow()
+        try:
+            wait = breaker.allow()
+        except _BREAKER_UNAVAILABLE as exc:  # as with a permit store that does not answer
+            raise NoPermit(f"circuit breaker store unavailable: {exc}", retry_after=1.0) from exc
         if wait:
             raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
         # the job's lease: while one delivery runs it, a duplicate delivery is deferred
@@ -384,10 +391,7 @@ class JobRunner:
         pr_pending: bool,
     ) -> Job:
         job_id = job.id
-        if outcome.infra:
-            breaker.record_failure(outcome.error or "")
-        elif outcome.status is not JobStatus.CANCELLED:
-            breaker.record_success()
+        _count_in(breaker, outcome, job_id)
         status = outcome.status
         if outcome.infra or outcome.retryable:
             # another attempt, or the dead-letter list once attempts are spent
@@ -500,6 +504,18 @@ class JobRunner:
             max_cost_usd=job.max_cost_usd or profile.max_cost_usd or self.settings.max_cost_usd,
             max_attempts=job.max_attempts or profile.max_attempts or self.settings.max_attempts,
         )
+
+
+def _count_in(breaker: CircuitBreaker, outcome: AgentOutcome, job_id: str) -> None:
+    """What the run says about its backend goes to the breaker. A breaker store that does
+    not answer now (Redis restarting) loses that count; the run keeps its outcome."""
+    try:
+        if outcome.infra:
+            breaker.record_failure(outcome.error or "")
+        elif outcome.status is not JobStatus.CANCELLED:
+            breaker.record_success()
+    except _BREAKER_UNAVAILABLE as exc:
+        log.warning("job %s: circuit breaker not updated (%s)", job_id, exc)
 
 
 def _failure(exc: AgenticoreError) -> AgentOutcome:

@@ -25,6 +25,7 @@ from tests.helpers import (
     make_remote,
     make_slow_git,
     parent_pid,
+    pid_alive,
     process_environ,
     wait_for,
 )
@@ -96,7 +97,7 @@ class Chaos:
         """A job whose agent runs now and the pool process that runs it."""
         for job_id in self.ids:
             agent = self._record(job_id).get("agent_pid")
-            if agent and (pool := pool_process(self.fleet, agent)):
+            if agent and pid_alive(agent) and (pool := pool_process(self.fleet, agent)):
                 return job_id, pool
         return None
 

@@ -5,6 +5,7 @@ Each test runs a fleet on a Redis of its own, which it kills, restarts and pause
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Fleet, fleet_on, restart
-from tests.helpers import wait_for
+from tests.conftest import AGENT_REPORTS, Fleet, fleet_on, restart
+from tests.helpers import make_remote, make_slow_git, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -93,3 +94,28 @@ def test_given_redis_paused_past_the_lease_then_the_holder_keeps_its_job_and_it_
         starts = (tmp_path / "agent-starts").read_text().splitlines()
         assert job["status"] == "succeeded" and job["attempts"] == 1, job
         assert len(starts) == 1, "a second agent started"
+
+
+def test_given_redis_down_when_a_run_ends_then_it_keeps_its_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "git").mkdir()
+    slow_git = make_slow_git(tmp_path / "git")
+    monkeypatch.setenv("PATH", f"{slow_git.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    remote = make_remote(tmp_path)
+    with fleet_on(tmp_path) as (fleet, server):
+        # given an agent that succeeded, and Redis gone while its work is snapshot
+        slow_git.slow("write-tree", 2)
+        task = "@fake write DONE.md done\n@fake result did it"
+        job_id = fleet.submit(task=task, repo_url=str(remote))["id"]
+        slow_git.wait_started()
+        server.kill()
+
+        # when the run records its outcome (the breaker's count is in Redis), then Redis is back
+        time.sleep(5)
+        restart(server, fleet)
+
+        job = fleet.wait_until_final(job_id, timeout=60)
+    runs = (tmp_path / AGENT_REPORTS["FAKE_CLAUDE_RUNS_FILE"]).read_text().splitlines()
+    assert (job["status"], job["attempts"], job["result"]) == ("succeeded", 1, "did it"), job
+    assert runs == [f"{job_id} start", f"{job_id} done"]
