@@ -171,7 +171,7 @@ def test_given_kills_a_redis_loss_a_pause_and_a_burst_then_every_job_ends_once_l
         chaos.wait_terminal(50, STEP_WITHIN)
         fleet.worker.send_signal(signal.SIGKILL)
         fleet.worker.wait(timeout=10)
-        left = len(orphan_processes(fleet, runs_file))  # until their leases lapse
+        left = len(orphan_processes(fleet, runs_file))  # its pool and their agents, dying
         fleet.replace_worker()
         chaos.log(f"main worker SIGKILLed ({left} of its processes left) and replaced")
 
