@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from agenticore.agents import AgentOutcome, get_backend
@@ -36,11 +37,14 @@ from agenticore.pulls import commit_message
 from agenticore.redaction import redact_text
 from agenticore.repos import RepoCache, Workspace, repo_key
 from agenticore.sandbox import hand_over, sandboxed
-from agenticore.supervisor import ProcessSpec, supervise
+from agenticore.supervisor import ProcessResult, ProcessSpec, supervise
 
 __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
+
+# the breaker's state is in Redis (or a locked file); these mean it did not answer now
+_BREAKER_UNAVAILABLE = (redis.RedisError, LockTimeout, OSError)
 
 
 @dataclass
@@ -82,7 +86,10 @@ class JobRunner:
             return job
         worker = worker or self.settings.worker_identity()
         breaker = CircuitBreaker(self.settings, job.agent)
-        wait = breaker.allow()
+        try:
+            wait = breaker.allow()
+        except _BREAKER_UNAVAILABLE as exc:  # as with a permit store that does not answer
+            raise NoPermit(f"circuit breaker store unavailable: {exc}", retry_after=1.0) from exc
         if wait:
             raise NoPermit(f"circuit breaker for {job.agent} is open", retry_after=wait)
         # the job's lease: while one delivery runs it, a duplicate delivery is deferred
@@ -157,10 +164,13 @@ class JobRunner:
         """Prepares, runs and records one attempt; the workspace it made goes in
         ``workspaces`` for the caller to clean up."""
         try:
+            left = self._worktree_exists(job)  # by an attempt whose worker was killed
             workspace = self._prepare(job)
             workspaces.append(workspace)
             job = self.store.get(job.id)
-            outcome = self._execute(job, workspace, delivery)
+            outcome = (left and self._unrecorded_success(job)) or self._execute(
+                job, workspace, delivery
+            )
             changed, head = self._keep_work(job, workspace)
             return self._finish(
                 job, outcome, breaker, changed_files=changed, commit_sha=head,
@@ -312,6 +322,31 @@ class JobRunner:
             outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
         return outcome
 
+    def _unrecorded_success(self, job: Job) -> AgentOutcome | None:
+        """The success of the previous attempt's agent, if its worker was killed after the
+        agent ended and before the outcome was recorded: the transcript ends that session
+        with a success result, and the worktree it left holds the work. Running the agent
+        again would do the job twice."""
+        if job.attempts < 2 or job.session_id is None:
+            return None
+        backend = get_backend(job.agent)
+        stream = backend.new_stream()
+        try:
+            with (self.settings.jobs_dir / job.id / backend.transcript_name()).open("rb") as lines:
+                for line in lines:
+                    stream.feed(line)
+        except OSError:
+            return None
+        if stream.result is None or stream.result.get("session_id") != job.session_id:
+            return None  # no result, or one of an earlier session
+        outcome = backend.outcome(stream, ProcessResult(exit_code=0))
+        if outcome.status is not JobStatus.SUCCEEDED:
+            return None
+        outcome.exit_code = None  # it went with the killed worker
+        log.warning("job %s: attempt %d's agent succeeded before its worker was lost; "
+                    "recorded from its transcript", job.id, job.attempts - 1)  # fmt: skip
+        return outcome
+
     def _keep_work(self, job: Job, workspace: Workspace) -> tuple[list[str], str | None]:
         """Commits what the agent left uncommitted onto the job branch in the cache, so the
         work outlives the worktree. Returns the files the job changed and the branch head
@@ -357,10 +392,7 @@ class JobRunner:
         pr_pending: bool,
     ) -> Job:
         job_id = job.id
-        if outcome.infra:
-            breaker.record_failure(outcome.error or "")
-        elif outcome.status is not JobStatus.CANCELLED:
-            breaker.record_success()
+        _count_in(breaker, outcome, job_id)
         status = outcome.status
         if outcome.infra or outcome.retryable:
             # another attempt, or the dead-letter list once attempts are spent
@@ -473,6 +505,18 @@ class JobRunner:
             max_cost_usd=job.max_cost_usd or profile.max_cost_usd or self.settings.max_cost_usd,
             max_attempts=job.max_attempts or profile.max_attempts or self.settings.max_attempts,
         )
+
+
+def _count_in(breaker: CircuitBreaker, outcome: AgentOutcome, job_id: str) -> None:
+    """What the run says about its backend goes to the breaker. A breaker store that does
+    not answer now (Redis restarting) loses that count; the run keeps its outcome."""
+    try:
+        if outcome.infra:
+            breaker.record_failure(outcome.error or "")
+        elif outcome.status is not JobStatus.CANCELLED:
+            breaker.record_success()
+    except _BREAKER_UNAVAILABLE as exc:
+        log.warning("job %s: circuit breaker not updated (%s)", job_id, exc)
 
 
 def _failure(exc: AgenticoreError) -> AgentOutcome:

@@ -112,6 +112,7 @@ def supervise(
         errors.start()
         try:
             reaper.watch(proc.pid)
+            _start_input(proc, spec)
             on_start(proc.pid)
             _follow(spec, proc, lines, transcript, on_line, should_stop, started, result)
             if result.stop_reason not in (None, "cancelled") and before_kill is not None:
@@ -164,17 +165,24 @@ def _spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
         ) from None
     except PermissionError:
         raise AgentError(f"agent_not_executable: {spec.argv[0]!r} cannot be executed") from None
-    if proc.stdin is not None and spec.stdin is not None:
-        # on a thread: a prompt larger than the pipe buffer blocks until the agent reads it,
-        # and the watchdog must keep running meanwhile
-        feeder = threading.Thread(
-            target=_feed_stdin,
-            args=(proc.stdin, spec.stdin),
-            name=f"agent-stdin-{proc.pid}",
-            daemon=True,
-        )
-        feeder.start()
     return proc
+
+
+def _start_input(proc: subprocess.Popen[bytes], spec: ProcessSpec) -> None:
+    """Feeds the agent its input, once the reaper watches its group: an agent that reads its
+    prompt from stdin does nothing before, and if this process dies before, it gets EOF
+    and no prompt rather than running on unwatched."""
+    if proc.stdin is None or spec.stdin is None:
+        return
+    # on a thread: a prompt larger than the pipe buffer blocks until the agent reads it,
+    # and the watchdog must keep running meanwhile
+    feeder = threading.Thread(
+        target=_feed_stdin,
+        args=(proc.stdin, spec.stdin),
+        name=f"agent-stdin-{proc.pid}",
+        daemon=True,
+    )
+    feeder.start()
 
 
 def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:

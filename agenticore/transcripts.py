@@ -14,7 +14,8 @@ __all__ = ["CappedFile"]
 class CappedFile:
     """An append-only private file of at most ``cap`` bytes (None: no cap). Past the cap,
     the oldest half is dropped, whole lines at a time, behind a marker line saying how
-    many bytes went."""
+    many bytes went. Written through, a write at a time: when this process is killed, what
+    the agent said is on disk (a job handed on reads its predecessor's result there)."""
 
     def __init__(self, path: Path, cap: int | None) -> None:
         self.path = path
@@ -25,6 +26,7 @@ class CappedFile:
 
     def write(self, data: bytes) -> None:
         self._handle.write(data)
+        self._handle.flush()
         self._size += len(data)
         if self.cap is not None and self._size > self.cap:
             self._keep_tail(self.cap // 2)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,15 @@ import redis
 from agenticore.apikeys import KeyStore, Role
 from agenticore.config import Settings
 from tests.fake_forge import FakeForge
-from tests.helpers import FAKE_CLAUDE, free_port, make_remote, pid_alive, wait_for
+from tests.helpers import (
+    FAKE_CLAUDE,
+    PrivateRedis,
+    free_port,
+    make_remote,
+    pid_alive,
+    redis_pings,
+    wait_for,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,17 +55,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    wait_for(lambda: _pings(client), timeout=10, what="redis-server")
+    wait_for(lambda: redis_pings(client), timeout=10, what="redis-server")
     yield url
     proc.terminate()
     proc.wait(timeout=10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -234,6 +236,38 @@ def running_fleet(backend: str, home: Path, redis_url: str, **overrides: Any) ->
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# what the fake agent reports through, let through to agents by ``fleet_on``
+AGENT_REPORTS = {"FAKE_CLAUDE_STARTS_FILE": "agent-starts", "FAKE_CLAUDE_RUNS_FILE": "agent-runs"}
+
+
+@contextmanager
+def fleet_on(
+    tmp_path: Path, *, aof: bool = False, **overrides: Any
+) -> Iterator[tuple[Fleet, PrivateRedis]]:
+    """A fleet on its own Redis (``tmp_path/redis``, home ``tmp_path/home``). Every agent
+    start is a line in ``tmp_path/agent-starts``; every run's start and successful end
+    one in ``tmp_path/agent-runs`` (see the fake's header)."""
+    server = PrivateRedis(tmp_path / "redis", aof=aof)
+    server.start()
+    settings = {"agent_env_allow": list(AGENT_REPORTS)} | overrides
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for variable, name in AGENT_REPORTS.items():
+                patch.setenv(variable, str(tmp_path / name))
+            with running_fleet("redis", tmp_path / "home", server.url, **settings) as fleet:
+                yield fleet, server
+    finally:
+        server.stop()
+
+
+def restart(server: PrivateRedis, fleet: Fleet) -> None:
+    """Redis back. The worker rode it out: kombu's Redis transport would end the worker on
+    the closed channel (``workers.transport`` keeps it up)."""
+    server.start()
+    time.sleep(1)
+    assert fleet.worker.poll() is None, "the worker died with the Redis connection"
 
 
 @pytest.fixture(scope="session", params=["redis", "embedded"])

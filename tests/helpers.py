@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import stat
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -120,3 +125,152 @@ def redis_dump(url: str, prefix: str) -> str:
     """Every value stored under ``prefix``, raw: what a dump of Redis would give away."""
     client = redis.Redis.from_url(url)
     return repr([client.dump(key) for key in client.scan_iter(f"{prefix}:*")])
+
+
+def redis_pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+class PrivateRedis:
+    """A redis-server on a fixed port and folder, so a restart comes back at the same URL
+    with whatever it kept on disk (nothing, or its AOF)."""
+
+    def __init__(self, folder: Path, *, aof: bool) -> None:
+        self.folder = folder
+        self.aof = aof
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+             "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: redis_pings(client), timeout=10, what="redis-server")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def pause(self, seconds: float) -> None:
+        redis.Redis.from_url(self.url).execute_command(
+            "CLIENT", "PAUSE", int(seconds * 1000), "ALL"
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of a live process; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def process_environ(pid: int) -> dict[str, str]:
+    """A live process's environment; empty if it is gone, a zombie or not readable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {key.decode(errors="replace"): value.decode(errors="replace") for key, _, value in pairs}
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is ``pid``'s parent, grandparent, ... (a process whose parent
+    died has been adopted by init or a subreaper instead)."""
+    current: int | None = pid
+    while current is not None and current > 1:
+        current = parent_pid(current)
+        if current == ancestor:
+            return True
+    return False
+
+
+_WRAPPER = """#!/bin/sh
+# git, slowed on request: {control}/rule holds "SUBCOMMAND SECONDS [AFTER]": that
+# subcommand sleeps first (once AFTER has run, if given); every call is logged in calls
+export SLOW_GIT_MARK={mark}
+sub=
+skip=
+for arg in "$@"; do
+    if [ -n "$skip" ]; then skip=; continue; fi
+    case "$arg" in
+        -c) skip=1 ;;
+        -*) ;;
+        *) sub=$arg; break ;;
+    esac
+done
+echo "$sub" >> {control}/calls 2>/dev/null
+if [ -r {control}/rule ]; then
+    read -r slow seconds after < {control}/rule
+    if [ "$sub" = "$slow" ] && {{ [ -z "$after" ] || grep -qx "$after" {control}/calls; }}; then
+        echo $$ >> {control}/started
+        sleep "$seconds"
+    fi
+fi
+exec {git} "$@"
+"""
+
+
+@dataclass(frozen=True)
+class SlowGit:
+    bin_dir: Path
+    control: Path
+    mark: str
+
+    def slow(self, subcommand: str, seconds: float, after: str | None = None) -> None:
+        for name in ("calls", "started"):
+            (self.control / name).unlink(missing_ok=True)
+        (self.control / "rule").write_text(f"{subcommand} {seconds} {after or ''}\n")
+
+    def wait_started(self) -> int:
+        """The pid of the slowed git, once it sleeps; no later call is slowed."""
+        started = self.control / "started"
+        wait_for(lambda: started.exists() and started.read_text().strip(), timeout=30,
+                 what="the slowed git to start")  # fmt: skip
+        (self.control / "rule").unlink()
+        return int(started.read_text().split()[0])
+
+    def clear(self) -> None:
+        (self.control / "rule").unlink(missing_ok=True)
+
+    def marked(self, pid: int) -> bool:
+        """Whether ``pid`` is this git (the wrapper, its sleep, the real git after it)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return False
+        return str(self.bin_dir).encode() in cmdline or f"SLOW_GIT_MARK={self.mark}".encode() in (
+            environ
+        )
+
+
+def make_slow_git(root: Path) -> SlowGit:
+    """A ``SlowGit`` in ``root``; put its ``bin_dir`` first on the worker's PATH."""
+    real = shutil.which("git")
+    assert real is not None
+    bin_dir, control = root / "bin", root / "control"
+    bin_dir.mkdir()
+    control.mkdir()
+    mark = uuid.uuid4().hex
+    wrapper = bin_dir / "git"
+    wrapper.write_text(_WRAPPER.format(control=control, mark=mark, git=real))
+    wrapper.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    return SlowGit(bin_dir, control, mark)

@@ -13,13 +13,9 @@ on the same repo.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import stat
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,83 +24,14 @@ import redis
 from agenticore.keys import KeySchema
 from agenticore.repos import repo_key
 from tests.conftest import Fleet, running_fleet
-from tests.helpers import git, make_remote, pid_alive, wait_for
+from tests.helpers import SlowGit, git, make_remote, make_slow_git, pid_alive, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-_WRAPPER = """#!/bin/sh
-# git, slowed on request: {control}/rule holds "SUBCOMMAND SECONDS [AFTER]": that
-# subcommand sleeps first (once AFTER has run, if given); every call is logged in calls
-export SLOW_GIT_MARK={mark}
-sub=
-skip=
-for arg in "$@"; do
-    if [ -n "$skip" ]; then skip=; continue; fi
-    case "$arg" in
-        -c) skip=1 ;;
-        -*) ;;
-        *) sub=$arg; break ;;
-    esac
-done
-echo "$sub" >> {control}/calls 2>/dev/null
-if [ -r {control}/rule ]; then
-    read -r slow seconds after < {control}/rule
-    if [ "$sub" = "$slow" ] && {{ [ -z "$after" ] || grep -qx "$after" {control}/calls; }}; then
-        echo $$ >> {control}/started
-        sleep "$seconds"
-    fi
-fi
-exec {git} "$@"
-"""
-
-
-@dataclass(frozen=True)
-class SlowGit:
-    bin_dir: Path
-    control: Path
-    mark: str
-
-    def slow(self, subcommand: str, seconds: float, after: str | None = None) -> None:
-        for name in ("calls", "started"):
-            (self.control / name).unlink(missing_ok=True)
-        (self.control / "rule").write_text(f"{subcommand} {seconds} {after or ''}\n")
-
-    def wait_started(self) -> int:
-        """The pid of the slowed git, once it sleeps; no later call is slowed."""
-        started = self.control / "started"
-        wait_for(lambda: started.exists() and started.read_text().strip(), timeout=30,
-                 what="the slowed git to start")  # fmt: skip
-        (self.control / "rule").unlink()
-        return int(started.read_text().split()[0])
-
-    def clear(self) -> None:
-        (self.control / "rule").unlink(missing_ok=True)
-
-    def marked(self, pid: int) -> bool:
-        """Whether ``pid`` is this git (the wrapper, its sleep, the real git after it)."""
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            return False
-        return str(self.bin_dir).encode() in cmdline or f"SLOW_GIT_MARK={self.mark}".encode() in (
-            environ
-        )
 
 
 @pytest.fixture(scope="module")
 def slow_git(tmp_path_factory: pytest.TempPathFactory) -> SlowGit:
-    real = shutil.which("git")
-    assert real is not None
-    root = tmp_path_factory.mktemp("slow-git")
-    bin_dir, control = root / "bin", root / "control"
-    bin_dir.mkdir()
-    control.mkdir()
-    mark = uuid.uuid4().hex
-    wrapper = bin_dir / "git"
-    wrapper.write_text(_WRAPPER.format(control=control, mark=mark, git=real))
-    wrapper.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    return SlowGit(bin_dir, control, mark)
+    return make_slow_git(tmp_path_factory.mktemp("slow-git"))
 
 
 @pytest.fixture(scope="module")

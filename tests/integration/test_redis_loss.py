@@ -5,89 +5,18 @@ Each test runs a fleet on a Redis of its own, which it kills, restarts and pause
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.conftest import Fleet, running_fleet
-from tests.helpers import free_port, wait_for
+from tests.conftest import AGENT_REPORTS, Fleet, fleet_on, restart
+from tests.helpers import make_remote, make_slow_git, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-class PrivateRedis:
-    """A redis-server on a fixed port and folder, so a restart comes back at the same URL
-    with whatever it kept on disk (nothing, or its AOF)."""
-
-    def __init__(self, folder: Path, *, aof: bool) -> None:
-        self.folder = folder
-        self.aof = aof
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
-             "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: _pings(client), timeout=10, what="redis-server")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def pause(self, seconds: float) -> None:
-        redis.Redis.from_url(self.url).execute_command(
-            "CLIENT", "PAUSE", int(seconds * 1000), "ALL"
-        )
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-@contextmanager
-def fleet_on(
-    tmp_path: Path, *, aof: bool = False, **overrides: Any
-) -> Iterator[tuple[Fleet, PrivateRedis]]:
-    """A fleet on its own Redis; every agent start is a line in ``tmp_path/agent-starts``."""
-    server = PrivateRedis(tmp_path / "redis", aof=aof)
-    server.start()
-    settings = {"agent_env_allow": ["FAKE_CLAUDE_STARTS_FILE"]} | overrides
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("FAKE_CLAUDE_STARTS_FILE", str(tmp_path / "agent-starts"))
-            with running_fleet("redis", tmp_path / "home", server.url, **settings) as fleet:
-                yield fleet, server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.proc.terminate()
-            server.proc.wait(timeout=10)
-
-
-def restart(server: PrivateRedis, fleet: Fleet) -> None:
-    """Redis back. The worker rode it out: kombu's Redis transport would end the worker on
-    the closed channel (``workers.transport`` keeps it up)."""
-    server.start()
-    time.sleep(1)
-    assert fleet.worker.poll() is None, "the worker died with the Redis connection"
 
 
 def all_final(fleet: Fleet, ids: list[str], timeout: float = 120) -> list[dict[str, Any]]:
@@ -165,3 +94,28 @@ def test_given_redis_paused_past_the_lease_then_the_holder_keeps_its_job_and_it_
         starts = (tmp_path / "agent-starts").read_text().splitlines()
         assert job["status"] == "succeeded" and job["attempts"] == 1, job
         assert len(starts) == 1, "a second agent started"
+
+
+def test_given_redis_down_when_a_run_ends_then_it_keeps_its_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "git").mkdir()
+    slow_git = make_slow_git(tmp_path / "git")
+    monkeypatch.setenv("PATH", f"{slow_git.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    remote = make_remote(tmp_path)
+    with fleet_on(tmp_path) as (fleet, server):
+        # given an agent that succeeded, and Redis gone while its work is snapshot
+        slow_git.slow("write-tree", 2)
+        task = "@fake write DONE.md done\n@fake result did it"
+        job_id = fleet.submit(task=task, repo_url=str(remote))["id"]
+        slow_git.wait_started()
+        server.kill()
+
+        # when the run records its outcome (the breaker's count is in Redis), then Redis is back
+        time.sleep(5)
+        restart(server, fleet)
+
+        job = fleet.wait_until_final(job_id, timeout=60)
+    runs = (tmp_path / AGENT_REPORTS["FAKE_CLAUDE_RUNS_FILE"]).read_text().splitlines()
+    assert (job["status"], job["attempts"], job["result"]) == ("succeeded", 1, "did it"), job
+    assert runs == [f"{job_id} start", f"{job_id} done"]

@@ -61,3 +61,15 @@ def test_given_a_transcript_past_its_cap_then_it_keeps_whole_lines_of_its_tail(
     assert marker["subtype"] == "transcript_truncated" and marker["dropped_bytes"] > 0
     assert [json.loads(line)["n"] for line in lines[1:]][-1] == 199, "the tail is kept"
     assert all(line.startswith(b"{") for line in lines), "whole lines only"
+
+
+def test_given_a_transcript_being_written_then_each_line_is_on_disk_before_it_closes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "transcript.jsonl"
+    with CappedFile(path, cap=None) as transcript:
+        transcript.write(b'{"type":"result","subtype":"success"}\n')
+
+        on_disk = path.read_bytes()  # what a killed worker would leave
+
+    assert on_disk == b'{"type":"result","subtype":"success"}\n'
