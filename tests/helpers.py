@@ -162,9 +162,7 @@ class PrivateRedis:
         self.proc.wait(timeout=10)
 
     def pause(self, seconds: float) -> None:
-        redis.Redis.from_url(self.url).execute_command(
-            "CLIENT", "PAUSE", int(seconds * 1000), "ALL"
-        )
+        redis.Redis.from_url(self.url).client_pause(int(seconds * 1000), all=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

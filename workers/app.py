@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import redis
+from billiard.util import set_pdeathsig
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    task_postrun,
     task_revoked,
     worker_process_init,
     worker_ready,
@@ -81,8 +84,24 @@ def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
 
 
 @worker_process_init.connect
-def _redact_pool_logs(**_: Any) -> None:
+def _init_pool_process(**_: Any) -> None:
     logs.install()  # a pool process may set up handlers of its own after the fork
+    # Celery has the kernel SIGKILL pool processes when the main process dies: a job whose
+    # agent just finished would lose its result and run again. A pool process outlives it
+    # instead, records the job it is running, and then ends (``_end_if_orphaned``).
+    set_pdeathsig(0)
+    _pool_parent.append(os.getppid())
+
+
+_pool_parent: list[int] = []
+
+
+@task_postrun.connect
+def _end_if_orphaned(**_: Any) -> None:
+    """A pool process whose main process died takes no further job: it ends here."""
+    if _pool_parent and os.getppid() != _pool_parent[0]:
+        log.warning("the worker's main process is gone; this pool process ends")
+        os._exit(0)
 
 
 @task_revoked.connect
