@@ -62,6 +62,8 @@ _FILE_LOCK_WAIT_SECONDS = 10.0
 # errors that mean "the permit store did not answer now", as opposed to a bug
 _UNAVAILABLE = (redis.RedisError, LockTimeout)
 _UNLIMITED = 2**31
+# leases without an answer from the permit store after which a holder gives its job up
+_CUT_OFF_LEASES = 1.5
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,10 @@ class Permit:
         self.holder = holder
         self.scopes = tuple(scope for scope, _ in limits)
         self.lost = threading.Event()  # set once the lease is gone and was not taken back
+        self.answered = time.monotonic()  # when the permit store last answered it
         self._limits = limits
         self._backend = backend
-        self._lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds
         self._released = False
 
     def renew(self) -> bool:
@@ -93,10 +96,12 @@ class Permit:
         if not self.scopes:
             return True
         try:
-            return self._backend.renew(self.holder, self.scopes, self._lease_seconds)
+            renewed = self._backend.renew(self.holder, self.scopes, self.lease_seconds)
         except _UNAVAILABLE as exc:
             log.warning("permit %s: renew failed (%s)", self.holder, exc)
             return False
+        self.answered = time.monotonic()
+        return renewed
 
     def reacquire(self) -> bool | None:
         """Takes a lapsed lease back: the first scope (a job's own lease) only if nobody took
@@ -108,7 +113,9 @@ class Permit:
         first, *others = self._limits
         limits = [first, *((scope, _UNLIMITED) for scope, _ in others)]
         try:
-            return self._backend.acquire(self.holder, limits, self._lease_seconds) is None
+            taken = self._backend.acquire(self.holder, limits, self.lease_seconds) is None
+            self.answered = time.monotonic()
+            return taken
         except _UNAVAILABLE as exc:
             log.warning("permit %s: taking the lease back failed (%s)", self.holder, exc)
             return None
@@ -126,7 +133,7 @@ class Permit:
             # raising here would mask the exception that ended the job; the lease frees it
             log.warning(
                 "permit %s: release failed (%s); it frees itself within %.0fs",
-                self.holder, exc, self._lease_seconds,
+                self.holder, exc, self.lease_seconds,
             )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -243,9 +250,12 @@ def kept_alive(
 
     A thread, not the job's own loop: cloning a large repo or any other slow step must not
     let the lease lapse, or the job would look abandoned while it runs. A renewal that
-    fails is followed by ``take_back``: True, taken back; None, no answer (while the store
-    does not answer nobody else can take the lease either, so the holder keeps trying);
-    False, refused: ``permit.lost`` is set.
+    fails is followed by ``take_back``: True, taken back; None, no answer; False, refused:
+    ``permit.lost`` is set. Without an answer the holder keeps trying, for a while: a
+    paused or restarting store holds everyone up alike, but a node cut off from it cannot
+    tell whether the others still reach it. After ``_CUT_OFF_LEASES`` leases without one,
+    ``permit.lost`` is set too, before the reconciler (which waits a lease after the lease
+    ran out) may hand the job on.
     """
     stop = threading.Event()
 
@@ -258,6 +268,14 @@ def kept_alive(
             except Exception:  # a Redis that answers oddly (a read-only replica): no answer
                 log.exception("permit of %s: taking the lease back failed", permit.holder)
                 taken = None
+            silent = time.monotonic() - permit.answered
+            if taken is None and silent > _CUT_OFF_LEASES * permit.lease_seconds:
+                log.error(
+                    "permit of %s: no answer from the permit store for %.0fs; the job may "
+                    "be handed on elsewhere, so it stops", permit.holder, silent,
+                )  # fmt: skip
+                permit.lost.set()
+                return
             if taken is None:
                 log.warning("permit of %s lapsed; it keeps running", permit.holder)
             elif taken:

@@ -294,7 +294,7 @@ class JobRunner:
             if self._cancel_requested(job.id):
                 return "cancelled"
             if delivery.permit is not None and delivery.permit.lost.is_set():
-                return "lease_lost: another delivery took the job over"
+                return "lease_lost: the job's lease could not be kept; it runs again"
             return None
 
         try:
@@ -312,6 +312,8 @@ class JobRunner:
             if cgroup is not None:
                 cgroup.remove()
         outcome = backend.outcome(stream, process)
+        if delivery.permit is not None and delivery.permit.lost.is_set():
+            outcome.retryable = True  # not the agent's failure: the job runs again
         if outcome.session_id not in (None, session_id):
             # the id names whose conversation it is (resume rights, transcripts carried over):
             # it is ours to assign, never the agent's to claim

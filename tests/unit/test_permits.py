@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event, Lock
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,8 @@ from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import NoPermit
 from agenticore.keys import KeySchema
-from agenticore.permits import Limit, PermitGate
-from tests.helpers import wait_for
+from agenticore.permits import Limit, PermitGate, job_lease, job_scope
+from tests.helpers import PrivateRedis, wait_for
 
 # fork: the children get the test's settings as they are, and start in milliseconds
 mp = multiprocessing.get_context("fork")
@@ -340,3 +341,43 @@ def test_given_bad_arguments_then_value_error(settings: Settings) -> None:
         PermitGate(settings).try_acquire("", node(1))
     with pytest.raises(ValueError):
         PermitGate(settings).try_acquire("a", [Limit("", 1)])
+
+
+def own_redis(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> tuple[PrivateRedis, Settings]:
+    server = PrivateRedis(tmp_path / "redis", aof=False)
+    server.start()
+    return server, make_settings("redis", redis_url=server.url)
+
+
+def test_given_a_holder_cut_off_from_the_store_then_it_gives_its_job_up_within_the_lease(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """A node that lost Redis cannot tell whether others still reach it: its job is given
+    up before the reconciler elsewhere (a lease after the lease ran out) may hand it on."""
+    server, settings = own_redis(tmp_path, make_settings)
+    gate = PermitGate(settings, lease_seconds=0.6)
+    with job_lease(gate, "job-1") as permit:
+        server.kill()
+        started = time.monotonic()
+
+        wait_for(permit.lost.is_set, timeout=5, what="the holder to give the job up")
+
+        assert time.monotonic() - started < 2 * 0.6 + 0.3
+
+
+def test_given_the_store_paused_past_the_lease_then_the_holder_takes_its_lease_back(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    server, settings = own_redis(tmp_path, make_settings)
+    gate = PermitGate(settings, lease_seconds=0.6)
+    try:
+        with job_lease(gate, "job-1") as permit:
+            server.pause(2.0)  # everyone waits alike; the lease runs out meanwhile
+            time.sleep(2.5)
+
+            assert not permit.lost.is_set()
+            assert gate.holders(job_scope("job-1")) == [permit.holder]
+    finally:
+        server.kill()
