@@ -111,8 +111,12 @@ def _acquire(lock: Lock, held: ExitStack, name: str, wait: float) -> None:
 
 def _release(lock: Lock) -> None:
     with sigterm_deferred():
-        if lock.owned():
-            lock.release()
+        try:
+            if lock.owned():
+                lock.release()
+        except redis.RedisError as exc:
+            # raising would fail the work done under the lock; its timeout frees it anyway
+            log.warning("lock %s: release failed (%s); it frees itself in time", lock.name, exc)
 
 
 @contextmanager

@@ -26,8 +26,10 @@ from tests.fake_forge import FakeForge
 from tests.helpers import (
     FAKE_CLAUDE,
     PrivateRedis,
+    SlowGit,
     free_port,
     make_remote,
+    make_slow_git,
     pid_alive,
     redis_pings,
     wait_for,
@@ -330,3 +332,12 @@ def _healthy(http: httpx.Client) -> bool:
         return http.get("/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.fixture
+def slow_git_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SlowGit:
+    """A git that can be slowed on request, first on the PATH of the fleets the test starts."""
+    (tmp_path / "git").mkdir()
+    slow_git = make_slow_git(tmp_path / "git")
+    monkeypatch.setenv("PATH", f"{slow_git.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return slow_git

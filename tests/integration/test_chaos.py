@@ -21,9 +21,9 @@ import pytest
 from tests.conftest import AGENT_REPORTS, Fleet, fleet_on, restart
 from tests.helpers import (
     FAKE_CLAUDE,
+    SlowGit,
     descends_from,
     make_remote,
-    make_slow_git,
     parent_pid,
     pid_alive,
     process_environ,
@@ -239,11 +239,9 @@ def _settled(leftovers: Any, within: float = 15) -> list[Any]:
 
 
 def test_given_a_pool_process_killed_after_its_agent_succeeded_then_the_success_is_recorded_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, slow_git_on_path: SlowGit
 ) -> None:
-    (tmp_path / "git").mkdir()
-    slow_git = make_slow_git(tmp_path / "git")
-    monkeypatch.setenv("PATH", f"{slow_git.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    slow_git = slow_git_on_path
     remote = make_remote(tmp_path)
     with fleet_on(tmp_path, lease_seconds=LEASE_SECONDS) as (fleet, _):
         # given an agent that succeeded, whose work is being snapshot when its process dies

@@ -5,7 +5,6 @@ Each test runs a fleet on a Redis of its own, which it kills, restarts and pause
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AGENT_REPORTS, Fleet, fleet_on, restart
-from tests.helpers import make_remote, make_slow_git, wait_for
+from tests.helpers import SlowGit, make_remote, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -97,11 +96,9 @@ def test_given_redis_paused_past_the_lease_then_the_holder_keeps_its_job_and_it_
 
 
 def test_given_redis_down_when_a_run_ends_then_it_keeps_its_success(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, slow_git_on_path: SlowGit
 ) -> None:
-    (tmp_path / "git").mkdir()
-    slow_git = make_slow_git(tmp_path / "git")
-    monkeypatch.setenv("PATH", f"{slow_git.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    slow_git = slow_git_on_path
     remote = make_remote(tmp_path)
     with fleet_on(tmp_path) as (fleet, server):
         # given an agent that succeeded, and Redis gone while its work is snapshot
