@@ -94,12 +94,25 @@ class Chaos:
         return record
 
     def running_pool_process(self) -> tuple[str, int] | None:
-        """A job whose agent runs now and the pool process that runs it."""
+        """A job whose agent started moments ago (so it is mid-run, not printing its result:
+        jobs end in step) and the pool process that runs it."""
         for job_id in self.ids:
             agent = self._record(job_id).get("agent_pid")
-            if agent and pid_alive(agent) and (pool := pool_process(self.fleet, agent)):
+            if not agent or not pid_alive(agent) or process_age(agent) > 0.1:
+                continue
+            if pool := pool_process(self.fleet, agent):
                 return job_id, pool
         return None
+
+
+def process_age(pid: int) -> float:
+    """Seconds since ``pid`` started (inf if it is gone)."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return float("inf")
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def pool_process(fleet: Fleet, pid: int) -> int | None:
