@@ -54,8 +54,6 @@ class JobIndex(Protocol):
     def schedule(self, schedule: Schedule, job_id: str, at: float | None) -> None:
         """(Re)schedules one entry; None removes it."""
 
-    def count(self, status: JobStatus) -> int: ...
-
     def built(self) -> bool: ...
 
     def reset(self) -> None:
@@ -125,9 +123,6 @@ class RedisIndex:
         pipe = self.client.pipeline(transaction=False)
         self._set(pipe, schedule, job_id, at)
         pipe.execute()
-
-    def count(self, status: JobStatus) -> int:
-        return int(self.client.zcard(self.keys.jobs_by_status(status.value)))
 
     def built(self) -> bool:
         return bool(self.client.exists(self.keys.index_built()))
@@ -212,11 +207,6 @@ class SqliteIndex:
     def schedule(self, schedule: Schedule, job_id: str, at: float | None) -> None:
         with self._db() as db:
             db.execute(f"UPDATE jobs SET {_column(schedule)} = ? WHERE id = ?", (at, job_id))
-
-    def count(self, status: JobStatus) -> int:
-        with self._db() as db:
-            row = db.execute("SELECT count(*) FROM jobs WHERE status = ?", (status.value,))
-            return int(row.fetchone()[0])
 
     def built(self) -> bool:
         if not self.path.exists():

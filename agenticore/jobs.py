@@ -128,9 +128,6 @@ class JobStore:
         self._forget_quietly([job_id for job_id, job in jobs.items() if job is None])
         return [job for job in jobs.values() if job is not None]
 
-    def count(self, status: JobStatus) -> int:
-        return self.index.count(status)
-
     def index_built(self) -> bool:
         """Whether the index was built at all: False after Redis came back empty."""
         return self.index.built()
