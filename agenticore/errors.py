@@ -15,7 +15,8 @@
     ├── RepoError                 clone/fetch/worktree/push failed       (.repo, .job_id)
     ├── ForgeError                the PR provider refused or failed      (.repo, .status,
     │                                                                     .retry_after)
-    └── AgentError                the agent could not be started         (.job_id)
+    ├── AgentError                the agent could not be started         (.job_id)
+    └── ConfigurationError        a setting the process cannot start with
 
 Messages never include credentials: URLs pass through ``redact_url`` first.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "AgenticoreError",
+    "ConfigurationError",
     "ForgeError",
     "InvalidRepoURL",
     "InvalidRequest",
@@ -165,3 +167,7 @@ class AgentError(AgenticoreError):
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class ConfigurationError(AgenticoreError):
+    """A setting (e.g. an ``OTEL_*`` variable) names something this install cannot do."""

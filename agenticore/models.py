@@ -260,6 +260,9 @@ class Job(JobSpec):
     pr_attempts: int = 0
     pr_due_at: datetime | None = None  # a pending PR step should show progress by then
     submitted_by: Submitter | None = None  # set by the API from the caller's key
+    # W3C traceparent/tracestate of the trace the job was created in: every send of the job
+    # (and of its PR step) joins it, so a job is one trace however often it is re-sent
+    trace_context: dict[str, str] | None = None
 
     @field_validator("id")
     @classmethod

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from agenticore import telemetry
 from agenticore.config import Settings
 from agenticore.errors import InvalidRequest, ProfileNotFound
 from agenticore.files import make_dirs, open_beneath, remove_path
@@ -106,9 +107,11 @@ def load_profile(settings: Settings, name: str) -> Profile:
         raise ProfileNotFound(name, [p.name for p in list_profiles(settings)])
     try:
         data = yaml.safe_load((folder / "profile.yml").read_text()) or {}
-        return Profile.model_validate({**data, "name": name, "path": folder})
+        profile = Profile.model_validate({**data, "name": name, "path": folder})
     except (yaml.YAMLError, ValidationError, TypeError) as exc:
         raise InvalidRequest(f"profile {name!r} is invalid: {exc}") from exc
+    telemetry.register_header_secrets(profile.env)  # the agent's OTLP credentials
+    return profile
 
 
 def job_from_spec(settings: Settings, spec: JobSpec, job_id: str | None = None) -> Job:
@@ -121,6 +124,7 @@ def job_from_spec(settings: Settings, spec: JobSpec, job_id: str | None = None) 
         raise InvalidRequest("job ids use letters, digits, '_' and '-' (at most 64)")
     profile = load_profile(settings, spec.profile)
     job = Job.from_spec(spec, job_id)
+    job.trace_context = telemetry.carrier() or None
     if job.auto_pr is None:
         job.auto_pr = profile.auto_pr and job.repo_url is not None
     return job

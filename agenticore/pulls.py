@@ -18,6 +18,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from agenticore import telemetry
 from agenticore.config import Settings
 from agenticore.errors import ForgeError, InvalidRequest, RepoError, RetryLater
 from agenticore.forges import resolve_forge
@@ -55,8 +56,14 @@ class PullRequestStep:
             return job
         if not job.terminal:
             raise InvalidRequest(f"job {job_id} is {job.status.value}; its PR step runs after it")
-        with job_lease(self.gate, job_id):
-            return self._run_leased(job_id)
+        with job_lease(self.gate, job_id), telemetry.span("job.pr_step") as span:
+            job = self._run_leased(job_id)
+            telemetry.record_outcome(span, {
+                "agenticore.job_id": job_id,
+                "agenticore.pr_status": job.pr_status and job.pr_status.value,
+                "agenticore.pr_url": job.pr_url,
+            }, error=job.pr_error if job.pr_status is PrStatus.FAILED else None)  # fmt: skip
+            return job
 
     def _run_leased(self, job_id: str) -> Job:
         job = self.store.get(job_id)  # re-read under the lease: another delivery may be done

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from agenticore import telemetry
 from agenticore.agents import AgentOutcome, get_backend
 from agenticore.breaker import CircuitBreaker
 from agenticore.budgets import Budget, CostMeter, price_for
@@ -168,7 +169,7 @@ class JobRunner:
             workspace = self._prepare(job)
             workspaces.append(workspace)
             job = self.store.get(job.id)
-            outcome = (left and self._unrecorded_success(job)) or self._execute(
+            outcome = (left and self._unrecorded_success(job)) or self._traced_execute(
                 job, workspace, delivery
             )
             changed, head = self._keep_work(job, workspace)
@@ -210,7 +211,8 @@ class JobRunner:
     def _prepare(self, job: Job) -> Workspace:
         if job.repo_url is not None:
             self.repos.ensure(job.repo_url)
-        workspace = self.repos.create_workspace(job)
+        with telemetry.span("job.worktree", {"agenticore.job_id": job.id}):
+            workspace = self.repos.create_workspace(job)
         self.store.update(
             job.id,
             attempt=job.attempts,
@@ -241,7 +243,8 @@ class JobRunner:
             transcript_path=str(transcript),
         )
         agent = self.repos.agent_of(job)
-        config = materialize(self.settings, profile, job, link_login=not agent.isolated)
+        with telemetry.span("job.materialize", {"agenticore.profile": profile.name}):
+            config = materialize(self.settings, profile, job, link_login=not agent.isolated)
         if resume and not carry_session(
             self.settings, session_id, config.config_dir, workspace.path,
             ran_it=lambda job_id: self._ran_session(job_id, session_id),
@@ -323,6 +326,20 @@ class JobRunner:
         if outcome.cost_usd is None and meter.estimated_usd:
             outcome.cost_usd = round(meter.estimated_usd, 6)  # no final figure: the estimate
         return outcome
+
+    def _traced_execute(self, job: Job, workspace: Workspace, delivery: _Delivery) -> AgentOutcome:
+        """``_execute`` in the ``agent.run`` span; the agent gets its ``TRACEPARENT``."""
+        attributes = {"agenticore.job_id": job.id, "agenticore.attempt": job.attempts}
+        with telemetry.span("agent.run", attributes) as span:
+            outcome = self._execute(job, workspace, delivery)
+            telemetry.record_outcome(span, {
+                "agenticore.status": outcome.status.value,
+                "agenticore.cost_usd": outcome.cost_usd,
+                "agenticore.num_turns": outcome.num_turns,
+                "agenticore.session_id": outcome.session_id,
+                "agenticore.exit_code": outcome.exit_code,
+            }, error=outcome.error)  # fmt: skip
+            return outcome
 
     def _unrecorded_success(self, job: Job) -> AgentOutcome | None:
         """The success of the previous attempt's agent, if its worker was killed after the
@@ -452,7 +469,7 @@ class JobRunner:
         """The backend's allow-listed environment, plus what the operator lets through
         (``AGENT_ENV_ALLOW``) and what git in the worktree needs."""
         passed = {k: os.environ[k] for k in self.settings.agent_env_allow if k in os.environ}
-        return env | passed | self.repos.agent_git_env(workspace)
+        return env | passed | self.repos.agent_git_env(workspace) | telemetry.agent_env()
 
     def _limits(self, job: Job, worker: str) -> list[Limit]:
         settings = self.settings

@@ -51,7 +51,9 @@ JOB_UID_SPAN = 1 << 31
 AGENT_GID = JOB_UID_BASE - 1
 # what any program needs to run sensibly; nothing here identifies or authenticates anyone
 _BASE_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR"})
-_BASE_PREFIXES = ("LC_", "OTEL_")
+# not OTEL_: the worker's own exporter settings (and their credentials) are not the agent's;
+# a profile's env turns the agent's telemetry on
+_BASE_PREFIXES = ("LC_",)
 # an agent needs its provider's proxy as much as its key
 _PROXY_NAMES = frozenset(
     {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
@@ -167,7 +169,7 @@ def agent_environment(
     allow: Callable[[str], bool],
     extra: Mapping[str, str],
 ) -> dict[str, str]:
-    """The agent's environment, built from an allow-list: PATH, locale, terminal, OTEL and
+    """The agent's environment, built from an allow-list: PATH, locale, terminal and
     proxy settings, the names the backend ``allow``s (its model credentials), then ``extra``
     (the profile's env). Nothing else of the worker's passes: not its Redis URL, forge
     tokens, cloud keys (``AWS_*``), SSH agent or Celery settings."""

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from agenticore import __version__, logs
+from agenticore import __version__, logs, telemetry
 from agenticore.apikeys import KeyStore, exposure_error
 from agenticore.config import Settings, get_settings
 from agenticore.errors import (
@@ -28,6 +29,7 @@ from api.dispatch import Dispatcher
 from api.limits import BodyLimit
 from api.routes import health, jobs, keys, profiles, status
 from api.schemas import ERROR_RESPONSES
+from workers.tracing import start_tracing
 
 __all__ = ["app", "create_app"]
 
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.agenticore = AppState(resolved, store, dispatcher, KeyStore(resolved))
         yield
         dispatcher.close()
+        telemetry.shutdown()
 
     app = FastAPI(
         title="Agenticore", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES
@@ -67,6 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.add_exception_handler(AgenticoreError, _agenticore_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    if start_tracing("agenticore-api"):  # POST /jobs starts each job's trace
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=telemetry.provider(), excluded_urls="healthz,readyz,metrics",
+            exclude_spans=["receive", "send"],
+        )  # fmt: skip
     return app
 
 

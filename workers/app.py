@@ -16,13 +16,15 @@ from celery.signals import (
     after_setup_task_logger,
     task_postrun,
     task_revoked,
+    worker_init,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
 
 import celeryconfig
-from agenticore import logs
+from agenticore import logs, telemetry
 from agenticore.config import Settings, get_settings
 from agenticore.errors import StoreUnavailable
 from agenticore.files import private_dir
@@ -34,6 +36,7 @@ from agenticore.retention import Retention
 from agenticore.sandbox import startup_warning
 from agenticore.supervisor import kill_process_group
 from workers.names import OPEN_PULL_REQUEST, RUN_JOB
+from workers.tracing import start_tracing
 
 __all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery", "send_pr_step"]
 
@@ -51,14 +54,18 @@ def make_celery(settings: Settings | None = None, include: list[str] | None = No
 def enqueue(celery: Celery, job: Job, store: JobStore) -> None:
     """Sends ``run_job`` for a stored job and stops watching it (the message is in the
     broker now); the job id doubles as the task id, so revoke and result lookups need no
-    mapping."""
-    celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority])
+    mapping. It is sent inside the job's trace, whoever sends it (API, reconciler, retry)."""
+    with telemetry.attached(job.trace_context):
+        celery.send_task(
+            RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority]
+        )
     store.mark_sent(job.id)
 
 
 def send_pr_step(celery: Celery, job: Job) -> None:
     """Sends ``open_pull_request`` for a job whose run left its PR step pending."""
-    celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority])
+    with telemetry.attached(job.trace_context):
+        celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority])
 
 
 def _create_broker_folders(sender: Celery, **_: Any) -> None:
@@ -83,6 +90,20 @@ def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
     logs.install(*([logger] if logger is not None else []))
 
 
+@worker_init.connect
+def _start_tracing(**_: Any) -> None:
+    # before the pool forks: its processes inherit the provider (the SDK restarts its
+    # export thread in each, the exporter connects anew per process); solo and threads
+    # pools run tasks right here
+    start_tracing("agenticore-worker")
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_spans(**_: Any) -> None:
+    telemetry.shutdown()
+
+
 @worker_process_init.connect
 def _init_pool_process(**_: Any) -> None:
     logs.install()  # a pool process may set up handlers of its own after the fork
@@ -101,6 +122,7 @@ def _end_if_orphaned(**_: Any) -> None:
     """A pool process whose main process died takes no further job: it ends here."""
     if _pool_parent and os.getppid() != _pool_parent[0]:
         log.warning("the worker's main process is gone; this pool process ends")
+        telemetry.shutdown()
         os._exit(0)
 
 

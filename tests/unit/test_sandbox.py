@@ -101,7 +101,7 @@ def test_given_a_worker_env_then_only_allowed_names_and_the_profile_env_pass(
     tmp_path: Path,
 ) -> None:
     base = {
-        "PATH": "/usr/bin", "LC_ALL": "C", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel",
+        "PATH": "/usr/bin", "LC_ALL": "C", "OTEL_EXPORTER_OTLP_HEADERS": "x-key=worker-secret",
         "HTTPS_PROXY": "http://proxy", "AWS_ACCESS_KEY_ID": "AKIA", "SSH_AUTH_SOCK": "/s",
         "AGENTICORE_REDIS_URL": "redis://:pw@h", "CELERY_X": "1", "MODEL_KEY": "k",
         "HOME": "/root",
@@ -112,7 +112,7 @@ def test_given_a_worker_env_then_only_allowed_names_and_the_profile_env_pass(
     )
 
     assert set(env) == {
-        "PATH", "LC_ALL", "OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS_PROXY", "MODEL_KEY",
+        "PATH", "LC_ALL", "HTTPS_PROXY", "MODEL_KEY",
         "FROM_PROFILE", "HOME", "TMPDIR", "SHELL",
     }  # fmt: skip
     assert env["HOME"] == str(tmp_path)
