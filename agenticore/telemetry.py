@@ -37,6 +37,7 @@ __all__ = [
     "SpanKind",
     "agent_env",
     "attached",
+    "build_provider",
     "carrier",
     "configure",
     "enabled",
@@ -87,25 +88,35 @@ def tracing_configured(environ: Mapping[str, str] = os.environ) -> list[str]:
 def configure(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
     """Sets up tracing for this process if the standard variables ask for it; returns
     whether it is on. Idempotent; a forked child keeps its parent's provider (the SDK
-    restarts its export thread, the exporter reconnects on its own)."""
+    restarts its export thread, the exporter connects anew per process)."""
     if _state.pid is not None:
         return enabled()
     _state.pid = os.getpid()
+    tracer_provider = build_provider(service_name, environ)
+    if tracer_provider is None:
+        return False
+    trace.set_tracer_provider(tracer_provider)  # the libraries we call trace into it too
+    install(tracer_provider)
+    log.info("tracing on: %s exporting to %s", service_name,
+             ", ".join(tracing_configured(environ)))  # fmt: skip
+    return True
+
+
+def build_provider(service_name: str, environ: Mapping[str, str]) -> TracerProvider | None:
+    """The provider the variables ask for (batched export to each exporter), or None.
+    Raises ``ConfigurationError`` for an exporter or protocol this install cannot do."""
     exporters = tracing_configured(environ)
     if not exporters:
-        return False
+        return None
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    factories = [_exporter(name, environ) for name in exporters]  # all checked first
     register_header_secrets(environ)
     tracer_provider = TracerProvider(resource=_resource(service_name))
-    for name in exporters:
-        exporter = _per_process(_exporter(name, environ))
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(tracer_provider)  # the libraries we call trace into it too
-    install(tracer_provider)
-    log.info("tracing on: %s exporting to %s", service_name, ", ".join(exporters))
-    return True
+    for factory in factories:
+        tracer_provider.add_span_processor(BatchSpanProcessor(_per_process(factory)))
+    return tracer_provider
 
 
 def install(tracer_provider: TracerProvider | None) -> None:
@@ -152,8 +163,8 @@ def carrier() -> dict[str, str]:
 
 
 @contextmanager
-def _attach(headers: Mapping[str, str]) -> Iterator[None]:
-    token = otel_context.attach(propagate.extract(dict(headers)))
+def _attach(stored: otel_context.Context) -> Iterator[None]:
+    token = otel_context.attach(stored)
     try:
         yield
     finally:
@@ -162,10 +173,16 @@ def _attach(headers: Mapping[str, str]) -> Iterator[None]:
 
 def attached(headers: Mapping[str, str] | None) -> Any:
     """A context manager: runs its body inside a stored trace context (a job's), so a span
-    started there joins that trace. A null context without one or with tracing off."""
+    started there joins that trace. Code already tracing inside that trace (the job's own
+    run) keeps its nearer parent. A null context without one or with tracing off."""
     if _state.tracer is None or not headers or "traceparent" not in headers:
         return nullcontext()
-    return _attach(headers)
+    stored = propagate.extract(dict(headers))
+    stored_trace = trace.get_current_span(stored).get_span_context()
+    current = trace.get_current_span().get_span_context()
+    if not stored_trace.is_valid or current.trace_id == stored_trace.trace_id:
+        return nullcontext()  # (an invalid current span has trace id 0, no valid one's)
+    return _attach(stored)
 
 
 def agent_env() -> dict[str, str]:

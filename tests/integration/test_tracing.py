@@ -1,0 +1,88 @@
+"""One trace per job across real processes: the API (uvicorn) and a prefork worker export
+over OTLP/HTTP to a fake collector, configured only by the standard OTEL_* variables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Fleet, forge_settings, running_fleet
+from tests.fake_collector import ExportedSpan, FakeCollector
+from tests.fake_forge import FakeForge
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+JOB_SPANS = [
+    "POST /jobs",
+    "apply_async/agenticore.run_job",
+    "run/agenticore.run_job",
+    "repo.clone",
+    "job.worktree",
+    "job.materialize",
+    "agent.run",
+    "apply_async/agenticore.open_pull_request",
+    "run/agenticore.open_pull_request",
+    "job.pr_step",
+]
+
+
+@pytest.fixture
+def traced_fleet(
+    tmp_path: Path, redis_url: str, forge: FakeForge, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Fleet, FakeCollector]]:
+    with FakeCollector() as collector:
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export within moments
+        with running_fleet("redis", tmp_path / "home", redis_url, **forge_settings(forge)) as fleet:
+            yield fleet, collector
+
+
+def agent_saw(transcript: Path, name: str) -> str:
+    """What the fake agent's ``@fake env NAME`` reported (a tool result: NAME=<value>)."""
+    for line in transcript.read_text().splitlines():
+        event = json.loads(line)
+        for part in event.get("message", {}).get("content", []) if event["type"] == "user" else []:
+            if str(part.get("content", "")).startswith(f"{name}="):
+                return str(part["content"]).removeprefix(f"{name}=")
+    raise AssertionError(f"the agent did not report {name}")
+
+
+def test_given_otel_variables_when_a_pr_job_runs_on_the_fleet_then_all_its_spans_share_one_trace(
+    traced_fleet: tuple[Fleet, FakeCollector], forge: FakeForge
+) -> None:
+    fleet, collector = traced_fleet
+    task = "Add a greeting\n@fake env TRACEPARENT\n@fake write src/hi.py print('hi')\n"
+    job = fleet.submit(task=task, repo_url=f"{forge.url}/acme/widgets.git", auto_pr=True)
+
+    done = wait_for(
+        lambda: j if (j := fleet.job(job["id"]))["pr_status"] not in (None, "pending") else None,
+        timeout=90, interval=0.2, what="the job and its PR step",
+    )  # fmt: skip
+
+    assert done["status"] == "succeeded" and done["pr_status"] == "opened", done
+    spans: dict[str, ExportedSpan] = wait_for(
+        lambda: seen if len(seen := {n: s[0] for n in JOB_SPANS if (s := collector.named(n))})
+        == len(JOB_SPANS) else None,
+        timeout=30, what="every span of the job at the collector",
+    )  # fmt: skip
+    trace_ids = {name: span.trace_id for name, span in spans.items()}
+    assert set(trace_ids.values()) == {spans["POST /jobs"].trace_id}, trace_ids
+    assert spans["POST /jobs"].service == "agenticore-api"
+    assert spans["agent.run"].service == "agenticore-worker"
+    parents = {name: span.parent_id for name, span in spans.items()}
+    assert parents["run/agenticore.run_job"] == spans["apply_async/agenticore.run_job"].span_id
+    assert parents["apply_async/agenticore.run_job"] == spans["POST /jobs"].span_id
+    pr_send = "apply_async/agenticore.open_pull_request"
+    assert parents[pr_send] == spans["run/agenticore.run_job"].span_id, "sent by the run"
+    assert spans["agent.run"].attributes["agenticore.job_id"] == job["id"]
+    assert spans["agent.run"].attributes["agenticore.session_id"] == done["session_id"]
+    assert spans["job.pr_step"].attributes["agenticore.pr_status"] == "opened"
+    transcript = fleet.settings.jobs_dir / job["id"] / "transcript.jsonl"
+    _, trace_id, parent, _ = agent_saw(transcript, "TRACEPARENT").split("-")
+    assert (trace_id, parent) == (spans["agent.run"].trace_id, spans["agent.run"].span_id)
+    assert not collector.named("GET /healthz"), "health probes are not traced"
