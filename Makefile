@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(PYTHON) -m bench.pulls
 	$(PYTHON) -m bench.security
 	$(PYTHON) -m bench.reconciler
+	$(PYTHON) -m bench.telemetry
 
 demo: $(STAMP)
 	bash scripts/demo.sh

@@ -137,11 +137,13 @@ class Services:
 
     running: list[Service] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> Service:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], logs: Path, cwd: Path = REPO_ROOT
+    ) -> Service:
         log = logs / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
         service = Service(name, proc, log)
