@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -134,7 +134,7 @@ def shutdown() -> None:
 
 def span(
     name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL
-) -> Any:
+) -> AbstractContextManager[Span]:
     """A context manager: a span of ours, current while it runs (a null context when
     tracing is off). Yields the span, to add attributes to."""
     if _state.tracer is None:
@@ -171,7 +171,7 @@ def _attach(stored: otel_context.Context) -> Iterator[None]:
         otel_context.detach(token)
 
 
-def attached(headers: Mapping[str, str] | None) -> Any:
+def attached(headers: Mapping[str, str] | None) -> AbstractContextManager[None]:
     """A context manager: runs its body inside a stored trace context (a job's), so a span
     started there joins that trace. Code already tracing inside that trace (the job's own
     run) keeps its nearer parent. A null context without one or with tracing off."""

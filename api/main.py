@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from agenticore import __version__, logs, telemetry
 from agenticore.apikeys import KeyStore, exposure_error
@@ -71,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(AgenticoreError, _agenticore_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     if start_tracing("agenticore-api"):  # POST /jobs starts each job's trace
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=telemetry.provider(), excluded_urls="healthz,readyz,metrics",
             exclude_spans=["receive", "send"],

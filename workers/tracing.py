@@ -4,8 +4,6 @@ tracing is on at all."""
 
 from __future__ import annotations
 
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-
 from agenticore import telemetry
 
 __all__ = ["start_tracing"]
@@ -16,6 +14,8 @@ def start_tracing(service_name: str) -> bool:
     returns whether tracing is on (off: nothing is instrumented, nothing costs)."""
     if not telemetry.configure(service_name):
         return False
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor  # only when on
+
     instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=telemetry.provider())
