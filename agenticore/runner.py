@@ -467,7 +467,7 @@ class JobRunner:
 
     def _agent_env(self, env: dict[str, str], workspace: Workspace) -> dict[str, str]:
         """The backend's allow-listed environment, plus what the operator lets through
-        (``AGENT_ENV_ALLOW``) and what git in the worktree needs."""
+        (``AGENT_ENV_ALLOW``), what git in the worktree needs and the run's ``TRACEPARENT``."""
         passed = {k: os.environ[k] for k in self.settings.agent_env_allow if k in os.environ}
         return env | passed | self.repos.agent_git_env(workspace) | telemetry.agent_env()
 

@@ -37,8 +37,9 @@ def test_given_a_job_with_a_stored_trace_when_it_is_sent_again_then_the_publish_
 ) -> None:
     celery = make_celery(settings)
     store = JobStore(settings)
-    job = store.create(Job.from_spec(JobSpec(task="x")))
-    job.trace_context = STORED
+    created = Job.from_spec(JobSpec(task="x"))
+    created.trace_context = STORED  # as the API's request span left it
+    job = store.get(store.create(created).id)  # the reconciler reads it back
     try:
         with telemetry.span("reconciler pass"):  # another trace is current: the pass's
             enqueue(celery, job, store)
