@@ -20,6 +20,10 @@ Per stack:
    of the request's wall time (the API polls the record every 250 ms, so this moves in
    steps), and of the job's own ``created_at`` -> ``finished_at`` (same host, same clock).
 
+Figures are medians over the rounds. First, in this process, the per-job cost of our own
+tracing calls (the spans, context and ``TRACEPARENT`` helpers a job goes through), off and
+on (a batch processor whose exporter drops everything): what "off costs nothing" means.
+
 Prints a table, then one line ``BENCH_JSON {...}``. Exits 1 if any job did not succeed.
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +51,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from agenticore import telemetry
 from agenticore.apikeys import KeyStore, Role
 from agenticore.config import Settings
 from bench.pipeline import (
@@ -212,7 +218,59 @@ class Stack:
         return elapsed, (finished - created).total_seconds() * 1000
 
 
+def helper_cost(n: int = 20000) -> dict[str, float]:
+    """Microseconds per job of the tracing calls one job makes (a run with a repo and a PR
+    step), with tracing off and on; the instrumentations' own spans are not in it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    stored = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+    def one_job() -> None:
+        telemetry.carrier()  # the record's trace context
+        with telemetry.attached(stored):  # the send
+            pass
+        with telemetry.span("repo.fetch", {"agenticore.repo_url": "https://x/y.git"}):
+            pass
+        with telemetry.span("job.worktree", {"agenticore.job_id": "j"}):
+            pass
+        with telemetry.span("agent.run", {"agenticore.job_id": "j"}) as run:
+            with telemetry.span("job.materialize", {"agenticore.profile": "default"}):
+                pass
+            telemetry.agent_env()
+            telemetry.record_outcome(run, {"agenticore.status": "succeeded", "x": None})
+        with telemetry.attached(stored):  # the PR step's send
+            pass
+        with telemetry.span("job.pr_step") as step:
+            telemetry.record_outcome(step, {"agenticore.pr_status": "opened"})
+
+    def per_job() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            one_job()
+        return (time.perf_counter() - started) / n * 1e6
+
+    telemetry.install(None)
+    off = per_job()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=n * 8))
+    telemetry.install(provider)
+    try:
+        on = per_job()
+    finally:
+        telemetry.install(None)
+        provider.shutdown()
+    return {"helpers_us_per_job_off": round(off, 2), "helpers_us_per_job_on": round(on, 2)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    helpers = helper_cost()
+    print(f"our tracing calls per job: {helpers['helpers_us_per_job_off']} µs off, "
+          f"{helpers['helpers_us_per_job_on']} µs on", flush=True)  # fmt: skip
     sink = SpanSink()
     on = {
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -238,7 +296,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         outer.stop_all()
         shutil.rmtree(scratch, ignore_errors=True)
         sink.close()
-    return _summary(rounds, args) | {"failed_jobs": failed, "spans_exported": sink.spans}
+    summary = _summary(rounds, args) | helpers
+    return summary | {"failed_jobs": failed, "spans_exported": sink.spans}
 
 
 def _checkout(revision: str, into: Path) -> Path:
@@ -260,10 +319,10 @@ def _summary(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace) 
     for metric, _ in METRICS:
         for mode, results in rounds.items():
             values = [r[metric] for r in results]
-            mean = sum(values) / len(values)
-            out[f"{metric}_{mode}"] = round(mean, 1)
+            middle = statistics.median(values)
+            out[f"{metric}_{mode}"] = round(middle, 1)
             out[f"{metric}_{mode}_rounds"] = values
-            out[f"{metric}_{mode}_noise_pct"] = round((max(values) - min(values)) / mean * 100, 1)
+            out[f"{metric}_{mode}_noise_pct"] = round((max(values) - min(values)) / middle * 100, 1)
         off = out[f"{metric}_off"]
         out[f"{metric}_on_vs_off_pct"] = round((out[f"{metric}_on"] - off) / off * 100, 1)
         if "base" in rounds:
@@ -280,8 +339,12 @@ def print_table(r: dict[str, Any]) -> None:
         cells = "".join(f"{r[f'{metric}_{m}']:>9}{r[f'{metric}_{m}_noise_pct']:>8}%" for m in modes)
         versus = f"{r[f'{metric}_off_vs_base_pct']:>9}%" if "base" in modes else f"{'':>10}"
         print(f"{label:22}{cells}{versus}{r[f'{metric}_on_vs_off_pct']:>8}%")
-    print(f"(± is the spread between rounds of a mode; spans exported with telemetry on: "
-          f"{r['spans_exported']}; failed jobs: {r['failed_jobs']})\n")  # fmt: skip
+    print(
+        f"(medians of {r['rounds']} rounds; ± is the spread between rounds of a mode; spans "
+        f"exported with telemetry on: {r['spans_exported']}; failed jobs: {r['failed_jobs']})"
+    )
+    print(f"our tracing calls per job: {r['helpers_us_per_job_off']} µs off, "
+          f"{r['helpers_us_per_job_on']} µs on\n")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
