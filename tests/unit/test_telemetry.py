@@ -150,3 +150,30 @@ def test_given_tracing_when_a_repo_job_runs_then_its_spans_share_its_trace_and_t
     assert run.attributes["agenticore.num_turns"] == done.num_turns
     _, agent_trace, parent, _ = reported(done, "TRACEPARENT").split("-")
     assert (agent_trace, parent) == (f"{trace_id:032x}", f"{run.context.span_id:016x}")
+
+
+def test_given_a_profile_with_agent_telemetry_then_it_reaches_the_agent_and_the_workers_does_not(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://the-workers-collector:4318")
+    settings = make_settings()
+    profile = settings.user_profiles_dir / "traced"
+    profile.mkdir(parents=True)
+    (profile / "profile.yml").write_text(
+        "env:\n"
+        "  CLAUDE_CODE_ENABLE_TELEMETRY: '1'\n"
+        "  OTEL_LOGS_EXPORTER: otlp\n"
+        "  OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=agentCollectorKey42'\n"
+    )
+    names = ["CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_HEADERS",
+             "OTEL_EXPORTER_OTLP_ENDPOINT"]  # fmt: skip
+    task = "\n".join(f"@fake env {name}" for name in names)
+
+    done = JobRunner(settings).run(traced_job(settings, task, profile="traced").id)
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert reported(done, "CLAUDE_CODE_ENABLE_TELEMETRY") == "1"
+    assert reported(done, "OTEL_LOGS_EXPORTER") == "otlp"
+    assert reported(done, "OTEL_EXPORTER_OTLP_ENDPOINT") == "<unset>", "the worker's stays"
+    assert reported(done, "OTEL_EXPORTER_OTLP_HEADERS") == "x-api-key=***"
+    assert "agentCollectorKey42" not in Path(done.transcript_path or "").read_text()
