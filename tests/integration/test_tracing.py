@@ -4,6 +4,8 @@ over OTLP/HTTP to a fake collector, configured only by the standard OTEL_* varia
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from tests.fake_forge import FakeForge
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MESSAGE_ID = "messaging.message.id"  # the Celery task id: the job id for run_job
 
 JOB_SPANS = [
     "POST /jobs",
@@ -86,3 +90,31 @@ def test_given_otel_variables_when_a_pr_job_runs_on_the_fleet_then_all_its_spans
     _, trace_id, parent, _ = agent_saw(transcript, "TRACEPARENT").split("-")
     assert (trace_id, parent) == (spans["agent.run"].trace_id, spans["agent.run"].span_id)
     assert not collector.named("GET /healthz"), "health probes are not traced"
+
+
+def test_given_a_lost_worker_when_the_reconciler_sends_its_job_again_then_it_joins_the_jobs_trace(
+    traced_fleet: tuple[Fleet, FakeCollector],
+) -> None:
+    fleet, collector = traced_fleet
+    job_id = fleet.start_job("@fake sleep 2\n@fake result survived")
+    main = fleet.worker.pid
+    pool = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+
+    for pid in [main, *map(int, pool)]:  # the whole node is lost
+        os.kill(pid, signal.SIGKILL)
+    fleet.worker.wait(timeout=10)
+    fleet.replace_worker()  # its reconciler hands the job on once the lease lapsed
+    done = fleet.wait_until_final(job_id, timeout=90)
+
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+
+    def of_job(name: str) -> list[ExportedSpan]:
+        return [s for s in collector.named(name) if s.attributes.get(MESSAGE_ID) == job_id]
+
+    sends = wait_for(lambda: s if len(s := of_job("apply_async/agenticore.run_job")) == 2 else None,
+                     timeout=30, what="the API's send and the reconciler's")  # fmt: skip
+    request = wait_for(lambda: collector.named("POST /jobs"), timeout=30, what="the request")[0]
+    runs = wait_for(lambda: of_job("run/agenticore.run_job"), timeout=30, what="the second run")
+    assert {s.trace_id for s in [*sends, *runs]} == {request.trace_id}
+    assert {s.parent_id for s in sends} == {request.span_id}, "both hang under the request"
+    assert {s.service for s in sends} == {"agenticore-api", "agenticore-worker"}
