@@ -48,6 +48,9 @@ class JobIndex(Protocol):
     def page(self, status: JobStatus | None, limit: int, before: str | None) -> list[str]:
         """Ids, newest first, older than ``before``."""
 
+    def oldest(self, status: JobStatus, limit: int) -> list[str]:
+        """The ``limit`` oldest ids in ``status``, oldest first."""
+
     def due(self, schedule: Schedule, until: float, limit: int) -> list[str]:
         """Ids scheduled at or before ``until``, earliest first."""
 
@@ -111,6 +114,11 @@ class RedisIndex:
         name = self.keys.jobs_by_status(status.value) if status else self.keys.jobs_index()
         upper = f"({before}" if before else "+"
         ids: list[str] = self.client.zrevrangebylex(name, upper, "-", start=0, num=limit)  # type: ignore[assignment]
+        return ids
+
+    def oldest(self, status: JobStatus, limit: int) -> list[str]:
+        name = self.keys.jobs_by_status(status.value)
+        ids: list[str] = self.client.zrangebylex(name, "-", "+", start=0, num=limit)  # type: ignore[assignment]
         return ids
 
     def due(self, schedule: Schedule, until: float, limit: int) -> list[str]:
@@ -193,6 +201,13 @@ class SqliteIndex:
         sql = "SELECT id FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         with self._db() as db:
             rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def oldest(self, status: JobStatus, limit: int) -> list[str]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE status = ? ORDER BY id LIMIT ?", (status.value, limit)
+            ).fetchall()
         return [row[0] for row in rows]
 
     def due(self, schedule: Schedule, until: float, limit: int) -> list[str]:

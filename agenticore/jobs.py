@@ -67,6 +67,8 @@ _LOCK_HOLD_SECONDS = 30.0
 _FREE_TEXT = {"result", "error", "pr_error"}
 # errors that mean "the index did not answer", not a bug
 _INDEX_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+# index entries read to find the oldest job in a status: stale ones (file changed) are skipped
+_OLDEST_PEEK = 20
 # a claim whose request never bound it (the API process died) may be taken over after this
 _ABANDONED_CLAIM_SECONDS = 60.0
 
@@ -110,6 +112,18 @@ class JobStore:
         if jobs is None:
             jobs = self._list_files(status, limit, cursor)
         return jobs, (jobs[-1].id if len(jobs) == limit else None)
+
+    def oldest(self, status: JobStatus) -> Job | None:
+        """The longest-standing job in ``status`` (ids sort by creation time)."""
+        if self.index_ready():
+            try:
+                found = [(i, self._read_file(i)) for i in self.index.oldest(status, _OLDEST_PEEK)]
+                self._repair(status, found)
+                return next((job for _, job in found if job and _matches(job, status)), None)
+            except _INDEX_ERRORS as exc:
+                log.warning("reading the index failed (%s); reading the files", exc)
+        matching = [job for job in self._files() if _matches(job, status)]
+        return matching[-1] if matching else None
 
     def all_jobs(self, status: JobStatus) -> Iterator[Job]:
         """Every job in ``status``, newest first, page by page."""

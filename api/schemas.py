@@ -116,7 +116,7 @@ class WorkerPublic(BaseModel):
     state: str
     running: int
     permits_in_use: int
-    last_seen: float | None
+    last_seen: datetime | None = Field(description="its last heartbeat")
 
 
 class BreakerPublic(BaseModel):
@@ -127,10 +127,21 @@ class BreakerPublic(BaseModel):
     last_error: str | None
 
 
+class OldestQueuedJob(BaseModel):
+    id: str
+    created_at: datetime
+    age_seconds: float
+
+
 class FleetStatus(BaseModel):
+    checked_at: datetime = Field(description="when this answer was put together")
     workers: list[WorkerPublic]
     breakers: list[BreakerPublic]
-    queue_depth: int
+    queue_depth: int = Field(description="messages waiting in the broker, all priorities")
+    queue_depth_by_priority: dict[str, int]
+    oldest_queued_job: OldestQueuedJob | None = Field(
+        description="the longest-waiting queued job: in the broker, deferred or held back"
+    )
     running: int
 
 
