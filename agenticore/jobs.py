@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 
+from agenticore import metrics
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import (
@@ -54,6 +55,7 @@ from agenticore.models import (
     JobStatus,
     Submitter,
     can_transition,
+    utcnow,
     valid_job_id,
 )
 from agenticore.redaction import redact_text
@@ -154,6 +156,7 @@ class JobStore:
             private_dir(self.dir, home=self.settings.home)
             job = job.model_copy(update=_redacted(job.model_dump(include=_FREE_TEXT)))
             self._write(job, previous=None, watch_at=time.time() + self.settings.lease_seconds)
+            metrics.job_created(job)
             return job
 
     def update(
@@ -187,10 +190,13 @@ class JobStore:
                 raise InvalidTransition(job_id, job.status.value, status.value)
             changes["status"] = status
             requeued = status is JobStatus.QUEUED and job.status is not JobStatus.QUEUED
+            if requeued:
+                changes["queued_at"] = utcnow()
         updated = job.model_copy(update=changes)
         # a job handed back to the queue is watched until its message is sent again
         watch = time.time() + self.settings.lease_seconds if requeued else None
         self._write(updated, previous=job, watch_at=watch)
+        metrics.job_changed(job, updated, changes)
         return updated
 
     @contextmanager

@@ -232,6 +232,7 @@ class Job(JobSpec):
     id: str
     status: JobStatus = JobStatus.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None  # when it was last handed back to the queue
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,10 +10,13 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-__all__ = ["queue_depth"]
+from agenticore.models import CELERY_PRIORITY
+
+__all__ = ["queue_depth", "queue_depths"]
 
 # Redis keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+_PRIORITY_STEPS = (0, 3, 6, 9)
+_PRIORITY_SUFFIXES = tuple(f"\x06\x16{step}" if step else "" for step in _PRIORITY_STEPS)
 
 
 def queue_depth(celery: Celery) -> int:
@@ -21,6 +25,40 @@ def queue_depth(celery: Celery) -> int:
         return sum(1 for _ in _message_files(celery))
     with _redis(celery) as client:
         return sum(int(client.llen(name)) for name in _queue_lists(celery))
+
+
+def queue_depths(celery: Celery) -> dict[str, int]:
+    """``queue_depth`` per job priority name (``interactive``, ``normal``, ``batch``)."""
+    depths = dict.fromkeys(CELERY_PRIORITY, 0)
+    if _is_filesystem(celery):
+        for path in _message_files(celery):
+            depths[_priority_name(_file_priority(path))] += 1
+        return depths
+    with _redis(celery) as client:
+        pipe = client.pipeline(transaction=False)
+        for name in _queue_lists(celery):
+            pipe.llen(name)
+        for step, count in zip(_PRIORITY_STEPS, pipe.execute(), strict=True):
+            depths[_priority_name(step)] += int(count)
+    return depths
+
+
+def _priority_name(value: int) -> str:
+    """The job priority whose messages sit at ``value``'s priority step."""
+    return min(CELERY_PRIORITY, key=lambda name: abs(_step(CELERY_PRIORITY[name]) - _step(value)))
+
+
+def _step(value: int) -> int:
+    # kombu's Redis transport rounds a priority down to its step
+    return max(step for step in _PRIORITY_STEPS if step <= value)
+
+
+def _file_priority(path: Path) -> int:
+    try:
+        message = json.loads(path.read_bytes())
+        return int(message.get("properties", {}).get("priority") or 0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return CELERY_PRIORITY["normal"]  # taken meanwhile, or not ours to read
 
 
 def _is_filesystem(celery: Celery) -> bool:
