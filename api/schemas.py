@@ -117,6 +117,7 @@ class WorkerPublic(BaseModel):
     running: int
     permits_in_use: int
     last_seen: float | None
+    metrics_url: str | None = None  # where the worker serves Prometheus metrics
 
 
 class BreakerPublic(BaseModel):

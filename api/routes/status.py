@@ -52,6 +52,7 @@ async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> Flee
                 running=workers.get(name) or 0,
                 permits_in_use=gate.in_use(f"node:{name}"),
                 last_seen=registry[name].last_seen if name in registry else None,
+                metrics_url=registry[name].metrics_url if name in registry else None,
             )
             for name in names
         ],

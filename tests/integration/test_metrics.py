@@ -74,6 +74,8 @@ def test_given_one_job_with_a_repo_when_it_runs_then_every_named_metric_shows_an
     fleet: Fleet, tmp_path: Path
 ) -> None:
     worker_url = worker_metrics_url(fleet)
+    workers = fleet.http.get("/status").json()["workers"]
+    assert worker_url in [worker["metrics_url"] for worker in workers], "/status shows it"
     remote = make_remote(tmp_path / "remotes", "metrics")
 
     def scrape() -> tuple[set[str], Samples, Samples]:
