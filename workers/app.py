@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,8 @@ def _serve_metrics(settings: Settings, name: str) -> None:
                     "worker`): the metrics miss what pool processes count")  # fmt: skip
     bound = metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
     if bound is not None:
-        host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        host = socket.getfqdn() if bound[0] in ("0.0.0.0", "::", "") else bound[0]
+        host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{bound[1]}/metrics"
         WorkerRegistry(settings).set_metrics_url(name, url)
 
