@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -169,7 +169,7 @@ def _changed(before: Job, after: Job, changes: Mapping[str, Any]) -> None:
         metrics.pr_steps.labels(status=pr.value).inc()
 
 
-def _counting(hook: Any, *args: Any) -> None:
+def _counting(hook: Callable[..., object], *args: Any) -> None:
     """A metric that cannot be written (the multiprocess folder full or gone) must not fail
     the store write it follows, which has happened already."""
     try:
