@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from agenticore import logs
+from agenticore import logs, metrics
 from agenticore.apikeys import ApiKeyNotFound, KeyStore, Role, exposure_error
 from agenticore.client import ApiError, ApiUnavailable, Client
 from agenticore.config import Settings, get_settings
@@ -100,6 +100,7 @@ def worker(
     """Run a Celery worker that executes jobs."""
     settings = get_settings()
     private_dir(settings.run_dir, home=settings.home)
+    metrics.prepare_multiprocess_dir()  # pool processes count into it; the main one serves
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "-l", loglevel,

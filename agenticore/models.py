@@ -241,6 +241,7 @@ class Job(JobSpec):
     id: str
     status: JobStatus = JobStatus.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None  # when it was last handed back to the queue
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
@@ -290,6 +291,11 @@ class Job(JobSpec):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def waiting_since(self) -> datetime:
+        """When it last joined the queue: created, or handed back (a retried dead job)."""
+        return self.queued_at or self.created_at
 
     def attempts_left(self, default: int) -> bool:
         """Whether another attempt is allowed (the job's own limit, else ``default``)."""

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import git
 
+from agenticore import metrics
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
 from agenticore.files import atomic_write, make_dirs, open_beneath, read_beneath, remove_path
@@ -184,9 +185,11 @@ class RepoCache:
             self._guard(url)  # before the clone: not a moment open to other agents
             if self.repo_dir(url).is_dir():
                 self._check_origin(url, source)
-                self._git(url, self.repo_dir(url), "fetch", "--prune", "--tags", "origin")
+                with metrics.fetch_timer():
+                    self._git(url, self.repo_dir(url), "fetch", "--prune", "--tags", "origin")
                 return False
-            self._clone(url, source)
+            with metrics.clone_timer():
+                self._clone(url, source)
             return True
 
     def create_workspace(self, job: Job) -> Workspace:

@@ -29,6 +29,7 @@ class Dispatcher:
         return queue_depth(self.celery)
 
     def queue_depths(self) -> dict[str, int]:
+        """Waiting messages per job priority."""
         return queue_depths(self.celery)
 
     def ping_broker(self, timeout: float = 2.0) -> None:

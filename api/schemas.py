@@ -117,6 +117,7 @@ class WorkerPublic(BaseModel):
     running: int
     permits_in_use: int
     last_seen: datetime | None = Field(description="its last heartbeat")
+    metrics_url: str | None = None  # where the worker serves Prometheus metrics
 
 
 class BreakerPublic(BaseModel):
@@ -129,7 +130,7 @@ class BreakerPublic(BaseModel):
 
 class OldestQueuedJob(BaseModel):
     id: str
-    created_at: datetime
+    waiting_since: datetime = Field(description="created, or handed back to the queue")
     age_seconds: float
 
 

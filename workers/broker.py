@@ -34,9 +34,11 @@ def queue_depths(celery: Celery) -> dict[str, int]:
         return dict(depths)
     queue = f"{_prefix(celery)}{celery.conf.task_default_queue}"
     with _redis(celery) as client:
+        pipe = client.pipeline(transaction=False)
         for step in _PRIORITY_STEPS:
-            name = f"{queue}\x06\x16{step}" if step else queue
-            depths[priority_name(step)] += int(client.llen(name))
+            pipe.llen(f"{queue}\x06\x16{step}" if step else queue)
+        for step, count in zip(_PRIORITY_STEPS, pipe.execute(), strict=True):
+            depths[priority_name(step)] += int(count)
     return dict(depths)
 
 

@@ -37,7 +37,7 @@ async def fleet_status(
     workers, depths, oldest = await asyncio.gather(
         asyncio.to_thread(dispatcher.workers),
         asyncio.to_thread(dispatcher.queue_depths),
-        asyncio.to_thread(store.oldest, JobStatus.QUEUED),
+        asyncio.to_thread(store.longest_queued),
     )
     gate = PermitGate(settings)
     checked_at = utcnow()
@@ -65,6 +65,7 @@ async def fleet_status(
                 running=workers.get(name) or 0,
                 permits_in_use=gate.in_use(f"node:{name}"),
                 last_seen=_moment(registry[name].last_seen) if name in registry else None,
+                metrics_url=registry[name].metrics_url if name in registry else None,
             )
             for name in names
         ],
@@ -79,8 +80,9 @@ async def fleet_status(
 def _oldest(job: Job | None, now: float) -> OldestQueuedJob | None:
     if job is None:
         return None
-    age = max(0.0, now - job.created_at.timestamp())
-    return OldestQueuedJob(id=job.id, created_at=job.created_at, age_seconds=round(age, 1))
+    since = job.waiting_since
+    age = max(0.0, now - since.timestamp())
+    return OldestQueuedJob(id=job.id, waiting_since=since, age_seconds=round(age, 1))
 
 
 def _moment(epoch_seconds: float) -> datetime:
