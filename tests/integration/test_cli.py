@@ -98,7 +98,8 @@ def test_given_a_busy_fleet_then_status_shows_workers_breakers_queue_and_the_old
 
     # then: the table and the JSON tell the same story
     fleet_status = data["fleet"]
-    worker = fleet_status["workers"][0]
+    name = f"agenticore@test-{fleet.backend}"  # other tests may have added workers
+    worker = next(w for w in fleet_status["workers"] if w["name"] == name)
     assert shown.returncode == 0, shown.stderr
     assert worker["state"] == "busy" and worker["running"] == 2
     assert re.search(rf"{re.escape(worker['name'])}\s+busy\s+2\s+2\s+\d+s ago", shown.stdout)
