@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from agenticore import logs
+from agenticore import logs, metrics
 from agenticore.apikeys import ApiKeyNotFound, KeyStore, Role, exposure_error
 from agenticore.client import ApiError, ApiUnavailable, Client
 from agenticore.config import Settings, get_settings
@@ -57,6 +57,7 @@ STATE_STYLE = {
     "timed_out": "red",
     "dead": "red",
 }
+WORKER_STYLE = {"online": "green", "busy": "cyan", "draining": "yellow"}
 CELERY_QUEUE = "agenticore"
 CLI_KEY_FILE = "cli.key"
 
@@ -99,6 +100,7 @@ def worker(
     """Run a Celery worker that executes jobs."""
     settings = get_settings()
     private_dir(settings.run_dir, home=settings.home)
+    metrics.prepare_multiprocess_dir()  # pool processes count into it; the main one serves
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "-l", loglevel,
@@ -464,16 +466,64 @@ def profiles(as_json: JsonOption = False, api: ApiOption = None) -> None:
 
 @app.command()
 def status(as_json: JsonOption = False, api: ApiOption = None) -> None:
-    """Is the API up, and can it reach its broker and job store?"""
+    """The fleet at a glance: is the API ready, which workers are there and what they do,
+    the circuit breakers, how many jobs wait at each priority and for how long.
+    Exits 1 if the API is not ready."""
     client = _client(api)
     ready = _call(client.ready)
+    fleet = _call(client.fleet_status)
     if as_json:
-        _print_json(ready)
+        _print_json({"ready": ready, "fleet": fleet})
     else:
-        verdict = "[green]ready[/]" if ready["ready"] else "[red]not ready[/]"
-        console.print(f"API {client.base_url}: {verdict} ({ready['backend']})")
-        console.print(f"  broker: {ready['broker']}\n  store:  {ready['store']}")
+        _print_status(client.base_url, ready, fleet)
     raise typer.Exit(0 if ready["ready"] else 1)
+
+
+def _print_status(base_url: str, ready: dict[str, Any], fleet: dict[str, Any]) -> None:
+    verdict = "[green]ready[/]" if ready["ready"] else "[red]not ready[/]"
+    console.print(f"API {escape(base_url)}: {verdict} ({escape(ready['backend'])})")
+    console.print(f"  broker: {escape(ready['broker'])}\n  store:  {escape(ready['store'])}")
+    now = datetime.fromisoformat(fleet["checked_at"])
+    workers = Table("worker", "state", "jobs", "permits", "last heartbeat", box=None,
+                    header_style="bold", title="Workers", title_justify="left")  # fmt: skip
+    for worker in fleet["workers"]:
+        seen = worker["last_seen"]
+        age = f"{_age((now - datetime.fromisoformat(seen)).total_seconds())} ago" if seen else "-"
+        style = WORKER_STYLE.get(worker["state"], "red")
+        workers.add_row(escape(worker["name"]), f"[{style}]{worker['state']}[/]",
+                        str(worker["running"]), str(worker["permits_in_use"]), age)  # fmt: skip
+    console.print(workers if fleet["workers"] else "[red]No workers[/]: start one with "
+                  "agenticore worker")  # fmt: skip
+    breakers = Table("breaker", "state", "failures", "retry in", "last error", box=None,
+                     header_style="bold", title="Breakers", title_justify="left")  # fmt: skip
+    for breaker in fleet["breakers"]:
+        style = {"closed": "green", "half_open": "yellow"}.get(breaker["state"], "red")
+        retry = _age(breaker["retry_in_seconds"]) if breaker["state"] == "open" else "-"
+        breakers.add_row(escape(breaker["name"]), f"[{style}]{breaker['state']}[/]",
+                         str(breaker["failures"]), retry,
+                         escape(_short(breaker["last_error"] or "-", 40)))  # fmt: skip
+    console.print(breakers)
+    by_priority = ", ".join(f"{name} {n}" for name, n in fleet["queue_depth_by_priority"].items())
+    console.print(f"[bold]Queue[/]: {fleet['queue_depth']} waiting in the broker ({by_priority}); "
+                  f"{fleet['running']} running")  # fmt: skip
+    oldest = fleet["oldest_queued_job"]
+    if oldest:
+        console.print(f"  oldest queued job: {oldest['id']}, waiting {_age(oldest['age_seconds'])}")
+    else:
+        console.print("  no job is queued")
+
+
+def _age(seconds: float) -> str:
+    """A duration the way people say it: 42s, 3m 05s, 2h 10m, 4d 3h."""
+    whole = max(0, round(seconds))
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -59,6 +59,10 @@ class Client:
     def profiles(self) -> dict[str, Any]:
         return self._request("GET", "/profiles")
 
+    def fleet_status(self) -> dict[str, Any]:
+        """Workers, breakers and the queue (``GET /status``, a viewer key)."""
+        return self._request("GET", "/status")
+
     def ready(self) -> dict[str, Any]:
         return self._request("GET", "/readyz", accept=(200, 503))
 

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         description="user:password for Flower",
         validation_alias=AliasChoices("AGENTICORE_FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH"),
     )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="where a worker serves its Prometheus metrics"
+    )
+    worker_metrics_port: int = Field(
+        default=9808, ge=0, le=65535, description="a worker's metrics port; 0 = a free one"
+    )
     api_url: str = "http://127.0.0.1:8200"
     public_url: str | None = Field(default=None, description="base URL used in links to jobs")
     worker_name: str | None = Field(default=None, description="defaults to POD_NAME or hostname")

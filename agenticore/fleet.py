@@ -30,6 +30,7 @@ class WorkerRecord:
     name: str
     state: str  # online | draining (as declared); offline is derived
     last_seen: float
+    metrics_url: str | None = None  # where its main process serves Prometheus metrics
 
     def current_state(self, lease_seconds: float, now: float) -> str:
         return "offline" if now - self.last_seen > 2 * lease_seconds else self.state
@@ -46,10 +47,15 @@ class WorkerRegistry:
         """Refreshes the heartbeat, keeping a declared ``draining``."""
         current = self.get(name)
         state = current.state if current and current.state == "draining" else "online"
-        return self._save(WorkerRecord(name, state, time.time()))
+        return self._save(WorkerRecord(name, state, time.time(), _metrics_url(current)))
 
     def set_state(self, name: str, state: str) -> WorkerRecord:
-        return self._save(WorkerRecord(name, state, time.time()))
+        return self._save(WorkerRecord(name, state, time.time(), _metrics_url(self.get(name))))
+
+    def set_metrics_url(self, name: str, url: str | None) -> WorkerRecord:
+        current = self.get(name)
+        state = current.state if current else "online"
+        return self._save(WorkerRecord(name, state, time.time(), url))
 
     def get(self, name: str) -> WorkerRecord | None:
         if self.redis is not None:
@@ -78,6 +84,10 @@ class WorkerRegistry:
             key = self.keys.worker(record.name)
             pipe = self.redis.pipeline()
             pipe.hset(key, mapping={"state": record.state, "last_seen": str(record.last_seen)})
+            if record.metrics_url:
+                pipe.hset(key, "metrics_url", record.metrics_url)
+            else:
+                pipe.hdel(key, "metrics_url")
             pipe.expire(key, _FORGET_AFTER_SECONDS)
             pipe.sadd(self.keys.workers(), record.name)
             pipe.execute()
@@ -90,4 +100,9 @@ class WorkerRegistry:
 
 
 def _record(name: str, raw: dict[str, str]) -> WorkerRecord:
-    return WorkerRecord(name, raw.get("state", "online"), float(raw.get("last_seen", 0)))
+    last_seen = float(raw.get("last_seen", 0))
+    return WorkerRecord(name, raw.get("state", "online"), last_seen, raw.get("metrics_url"))
+
+
+def _metrics_url(record: WorkerRecord | None) -> str | None:
+    return record.metrics_url if record else None

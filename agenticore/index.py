@@ -54,6 +54,11 @@ class JobIndex(Protocol):
     def schedule(self, schedule: Schedule, job_id: str, at: float | None) -> None:
         """(Re)schedules one entry; None removes it."""
 
+    def count(self, status: JobStatus) -> int: ...
+
+    def oldest(self, status: JobStatus, limit: int) -> list[str]:
+        """Ids in ``status``, oldest first (ids sort by creation time)."""
+
     def built(self) -> bool: ...
 
     def reset(self) -> None:
@@ -123,6 +128,14 @@ class RedisIndex:
         pipe = self.client.pipeline(transaction=False)
         self._set(pipe, schedule, job_id, at)
         pipe.execute()
+
+    def count(self, status: JobStatus) -> int:
+        return int(self.client.zcard(self.keys.jobs_by_status(status.value)))
+
+    def oldest(self, status: JobStatus, limit: int) -> list[str]:
+        name = self.keys.jobs_by_status(status.value)
+        ids: list[str] = self.client.zrangebylex(name, "-", "+", start=0, num=limit)  # type: ignore[assignment]
+        return ids
 
     def built(self) -> bool:
         return bool(self.client.exists(self.keys.index_built()))
@@ -207,6 +220,18 @@ class SqliteIndex:
     def schedule(self, schedule: Schedule, job_id: str, at: float | None) -> None:
         with self._db() as db:
             db.execute(f"UPDATE jobs SET {_column(schedule)} = ? WHERE id = ?", (at, job_id))
+
+    def count(self, status: JobStatus) -> int:
+        with self._db() as db:
+            row = db.execute("SELECT count(*) FROM jobs WHERE status = ?", (status.value,))
+            return int(row.fetchone()[0])
+
+    def oldest(self, status: JobStatus, limit: int) -> list[str]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE status = ? ORDER BY id LIMIT ?", (status.value, limit)
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def built(self) -> bool:
         if not self.path.exists():

@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 
+from agenticore import metrics
 from agenticore.config import Settings
 from agenticore.connections import redis_client
 from agenticore.errors import (
@@ -54,6 +55,7 @@ from agenticore.models import (
     JobStatus,
     Submitter,
     can_transition,
+    utcnow,
     valid_job_id,
 )
 from agenticore.redaction import redact_text
@@ -67,6 +69,8 @@ _LOCK_HOLD_SECONDS = 30.0
 _FREE_TEXT = {"result", "error", "pr_error"}
 # errors that mean "the index did not answer", not a bug
 _INDEX_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+# the first queued ids read to find the job waiting longest (see longest_queued)
+_OLDEST_SAMPLE = 50
 # a claim whose request never bound it (the API process died) may be taken over after this
 _ABANDONED_CLAIM_SECONDS = 60.0
 
@@ -111,6 +115,27 @@ class JobStore:
             jobs = self._list_files(status, limit, cursor)
         return jobs, (jobs[-1].id if len(jobs) == limit else None)
 
+    def longest_queued(self) -> Job | None:
+        """The queued job (in the broker, deferred or held back) that has waited longest.
+
+        Ids sort by creation, so it is among the first queued ids but for a job handed
+        back to the queue later (``queued_at``): a sample of the first ones is read.
+        """
+        found: list[tuple[str, Job | None]] | None = None
+        if self.index_ready():
+            try:
+                sample = self.index.oldest(JobStatus.QUEUED, _OLDEST_SAMPLE)
+                found = [(job_id, self._read_file(job_id)) for job_id in sample]
+                self._repair(JobStatus.QUEUED, found)
+            except _INDEX_ERRORS as exc:
+                log.warning("reading the index failed (%s); reading the files", exc)
+        queued = (
+            [job for _, job in found if job is not None and _matches(job, JobStatus.QUEUED)]
+            if found is not None
+            else [job for job in self._files() if _matches(job, JobStatus.QUEUED)]
+        )
+        return min(queued, key=lambda job: job.waiting_since, default=None)
+
     def all_jobs(self, status: JobStatus) -> Iterator[Job]:
         """Every job in ``status``, newest first, page by page."""
         cursor = None
@@ -154,6 +179,7 @@ class JobStore:
             private_dir(self.dir, home=self.settings.home)
             job = job.model_copy(update=_redacted(job.model_dump(include=_FREE_TEXT)))
             self._write(job, previous=None, watch_at=time.time() + self.settings.lease_seconds)
+            metrics.job_created(job)
             return job
 
     def update(
@@ -187,10 +213,13 @@ class JobStore:
                 raise InvalidTransition(job_id, job.status.value, status.value)
             changes["status"] = status
             requeued = status is JobStatus.QUEUED and job.status is not JobStatus.QUEUED
+            if requeued:
+                changes["queued_at"] = utcnow()
         updated = job.model_copy(update=changes)
         # a job handed back to the queue is watched until its message is sent again
         watch = time.time() + self.settings.lease_seconds if requeued else None
         self._write(updated, previous=job, watch_at=watch)
+        metrics.job_changed(job, updated, changes)
         return updated
 
     @contextmanager

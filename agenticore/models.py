@@ -24,6 +24,7 @@ __all__ = [
     "Submitter",
     "can_transition",
     "new_job_id",
+    "priority_name",
     "utcnow",
     "valid_job_id",
 ]
@@ -53,6 +54,14 @@ IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTER
 # Celery message priorities; on Redis a lower number is served first. Steps 0/3/6/9 are
 # separate lists, so each level sits in its own one.
 CELERY_PRIORITY: dict[str, int] = {"interactive": 0, "normal": 5, "batch": 9}
+
+
+def priority_name(celery_priority: int) -> str:
+    """The job priority a Celery priority counts as: the one of its Redis step (0-2, 3-8,
+    9), so a message sent with another number is counted where Redis serves it."""
+    if celery_priority < 3:
+        return "interactive"
+    return "batch" if celery_priority >= 9 else "normal"
 
 
 class JobStatus(str, Enum):
@@ -232,6 +241,7 @@ class Job(JobSpec):
     id: str
     status: JobStatus = JobStatus.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None  # when it was last handed back to the queue
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
@@ -284,6 +294,11 @@ class Job(JobSpec):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def waiting_since(self) -> datetime:
+        """When it last joined the queue: created, or handed back (a retried dead job)."""
+        return self.queued_at or self.created_at
 
     def attempts_left(self, default: int) -> bool:
         """Whether another attempt is allowed (the job's own limit, else ``default``)."""

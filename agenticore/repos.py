@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import git
 
-from agenticore import telemetry
+from agenticore import metrics, telemetry
 from agenticore.config import Settings
 from agenticore.errors import InvalidRepoURL, RepoError
 from agenticore.files import atomic_write, make_dirs, open_beneath, read_beneath, remove_path
@@ -183,12 +183,13 @@ class RepoCache:
         source = validate_repo_url(url, allow_local=self.settings.allow_local_repos)
         with self._lock(url):
             self._guard(url)  # before the clone: not a moment open to other agents
+            traced = {"agenticore.repo_url": redact_url(url)}
             if self.repo_dir(url).is_dir():
                 self._check_origin(url, source)
-                with telemetry.span("repo.fetch", {"agenticore.repo_url": redact_url(url)}):
+                with metrics.fetch_timer(), telemetry.span("repo.fetch", traced):
                     self._git(url, self.repo_dir(url), "fetch", "--prune", "--tags", "origin")
                 return False
-            with telemetry.span("repo.clone", {"agenticore.repo_url": redact_url(url)}):
+            with metrics.clone_timer(), telemetry.span("repo.clone", traced):
                 self._clone(url, source)
             return True
 

@@ -8,7 +8,7 @@ from agenticore.config import Settings
 from agenticore.jobs import JobStore
 from agenticore.models import Job
 from workers.app import enqueue, make_celery
-from workers.broker import queue_depth
+from workers.broker import queue_depth, queue_depths
 
 __all__ = ["Dispatcher"]
 
@@ -27,6 +27,10 @@ class Dispatcher:
 
     def queue_depth(self) -> int:
         return queue_depth(self.celery)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Waiting messages per job priority."""
+        return queue_depths(self.celery)
 
     def ping_broker(self, timeout: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:

@@ -116,7 +116,8 @@ class WorkerPublic(BaseModel):
     state: str
     running: int
     permits_in_use: int
-    last_seen: float | None
+    last_seen: datetime | None = Field(description="its last heartbeat")
+    metrics_url: str | None = None  # where the worker serves Prometheus metrics
 
 
 class BreakerPublic(BaseModel):
@@ -127,10 +128,21 @@ class BreakerPublic(BaseModel):
     last_error: str | None
 
 
+class OldestQueuedJob(BaseModel):
+    id: str
+    waiting_since: datetime = Field(description="created, or handed back to the queue")
+    age_seconds: float
+
+
 class FleetStatus(BaseModel):
+    checked_at: datetime = Field(description="when this answer was put together")
     workers: list[WorkerPublic]
     breakers: list[BreakerPublic]
-    queue_depth: int
+    queue_depth: int = Field(description="messages waiting in the broker, all priorities")
+    queue_depth_by_priority: dict[str, int]
+    oldest_queued_job: OldestQueuedJob | None = Field(
+        description="the longest-waiting queued job: in the broker, deferred or held back"
+    )
     running: int
 
 

@@ -214,6 +214,8 @@ def running_fleet(backend: str, home: Path, redis_url: str, **overrides: Any) ->
         "breaker_threshold": 50,
         # a killed worker's leases lapse quickly
         "lease_seconds": 3,
+        # fleets run side by side: each worker serves its metrics on a free port
+        "worker_metrics_port": 0,
     }
     settings = Settings(**(values | overrides))
     _, admin_key = KeyStore(settings).create("test-admin", Role.ADMIN)

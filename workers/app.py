@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from celery.signals import (
 )
 
 import celeryconfig
-from agenticore import logs, telemetry
+from agenticore import logs, metrics, telemetry
 from agenticore.config import Settings, get_settings
 from agenticore.errors import StoreUnavailable
 from agenticore.files import private_dir
@@ -148,6 +149,7 @@ def _start_fleet_duties(sender: Any = None, **_: Any) -> None:
     if warning:
         log.warning("%s", warning)
     WorkerRegistry(settings).set_state(sender.hostname, "online")  # a restart undrains
+    _serve_metrics(settings, sender.hostname)
     threading.Thread(
         target=_fleet_duties,
         args=(sender.app, sender.hostname, _duties_stop),
@@ -161,6 +163,25 @@ def _stop_fleet_duties(sender: Any = None, **_: Any) -> None:
     _duties_stop.set()
     if sender is not None:
         WorkerRegistry(get_settings()).set_state(sender.hostname, "offline")
+    metrics.remove_private_dir()
+
+
+def _serve_metrics(settings: Settings, name: str) -> None:
+    """The main process serves the pool's metrics (see ``agenticore.metrics``)."""
+    if not metrics.multiprocess_dir():
+        log.warning("PROMETHEUS_MULTIPROC_DIR is unset (start workers with `agenticore "
+                    "worker`): the metrics miss what pool processes count")  # fmt: skip
+    bound = metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
+    if bound is not None:
+        host = socket.getfqdn() if bound[0] in ("0.0.0.0", "::", "") else bound[0]
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{bound[1]}/metrics"
+        WorkerRegistry(settings).set_metrics_url(name, url)
+
+
+@worker_process_shutdown.connect
+def _pool_process_ended(pid: int | None = None, **_: Any) -> None:
+    metrics.process_ended(pid or os.getpid())
 
 
 def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:

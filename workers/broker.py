@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 from celery import Celery
 
-__all__ = ["queue_depth"]
+from agenticore.models import CELERY_PRIORITY, priority_name
 
-# Redis keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+__all__ = ["queue_depth", "queue_depths"]
+
+# Redis keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...; each step
+# holds the Celery priorities from it up to the next one
+_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 def queue_depth(celery: Celery) -> int:
     """Messages waiting in the job queue (running and held ones are not in it)."""
+    return sum(queue_depths(celery).values())
+
+
+def queue_depths(celery: Celery) -> dict[str, int]:
+    """Messages waiting in the job queue by job priority (``interactive``, ``normal``,
+    ``batch``); messages sent with another Celery priority count in the nearest one."""
+    depths = Counter({name: 0 for name in ("interactive", "normal", "batch")})
     if _is_filesystem(celery):
-        return sum(1 for _ in _message_files(celery))
+        depths.update(priority_name(_message_priority(path)) for path in _message_files(celery))
+        return dict(depths)
+    queue = f"{_prefix(celery)}{celery.conf.task_default_queue}"
     with _redis(celery) as client:
-        return sum(int(client.llen(name)) for name in _queue_lists(celery))
+        pipe = client.pipeline(transaction=False)
+        for step in _PRIORITY_STEPS:
+            pipe.llen(f"{queue}\x06\x16{step}" if step else queue)
+        for step, count in zip(_PRIORITY_STEPS, pipe.execute(), strict=True):
+            depths[priority_name(step)] += int(count)
+    return dict(depths)
 
 
 def _is_filesystem(celery: Celery) -> bool:
@@ -36,14 +55,17 @@ def _prefix(celery: Celery) -> str:
     return str((celery.conf.broker_transport_options or {}).get("global_keyprefix", ""))
 
 
-def _queue_lists(celery: Celery) -> list[str]:
-    queue = f"{_prefix(celery)}{celery.conf.task_default_queue}"
-    return [f"{queue}{suffix}" for suffix in _PRIORITY_SUFFIXES]
-
-
 def _message_files(celery: Celery) -> Iterator[Path]:
     folder = Path(celery.conf.broker_transport_options["data_folder_in"])
     suffix = f".{celery.conf.task_default_queue}.msg"
     for name in os.listdir(folder):
         if name.endswith(suffix):
             yield folder / name
+
+
+def _message_priority(path: Path) -> int:
+    try:
+        priority = json.loads(path.read_bytes())["properties"].get("priority")
+    except (OSError, ValueError, KeyError, AttributeError):
+        priority = None  # taken by a worker meanwhile, or unreadable: counted all the same
+    return priority if isinstance(priority, int) else CELERY_PRIORITY["normal"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -13,10 +13,17 @@ from agenticore.apikeys import Role
 from agenticore.breaker import CircuitBreaker
 from agenticore.config import Settings
 from agenticore.fleet import WorkerRecord, WorkerRegistry
-from agenticore.models import JobStatus
+from agenticore.models import Job, JobStatus, utcnow
 from agenticore.permits import PermitGate
 from api.deps import DispatcherDep, SettingsDep, StoreDep, require
-from api.schemas import BreakerPublic, FleetStatus, JobPublic, JobsPublic, WorkerPublic
+from api.schemas import (
+    BreakerPublic,
+    FleetStatus,
+    JobPublic,
+    JobsPublic,
+    OldestQueuedJob,
+    WorkerPublic,
+)
 
 __all__ = ["router"]
 
@@ -24,12 +31,17 @@ router = APIRouter(tags=["status"], dependencies=[Depends(require(Role.VIEWER))]
 
 
 @router.get("/status", response_model=FleetStatus)
-async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> FleetStatus:
-    workers, depth = await asyncio.gather(
-        asyncio.to_thread(dispatcher.workers), asyncio.to_thread(dispatcher.queue_depth)
+async def fleet_status(
+    settings: SettingsDep, dispatcher: DispatcherDep, store: StoreDep
+) -> FleetStatus:
+    workers, depths, oldest = await asyncio.gather(
+        asyncio.to_thread(dispatcher.workers),
+        asyncio.to_thread(dispatcher.queue_depths),
+        asyncio.to_thread(store.longest_queued),
     )
     gate = PermitGate(settings)
-    now = time.time()
+    checked_at = utcnow()
+    now = checked_at.timestamp()
     registry = {r.name: r for r in await asyncio.to_thread(WorkerRegistry(settings).all)}
     breakers = []
     for name in BACKENDS:
@@ -45,20 +57,36 @@ async def fleet_status(settings: SettingsDep, dispatcher: DispatcherDep) -> Flee
         )
     names = sorted(set(workers) | set(registry))
     return FleetStatus(
+        checked_at=checked_at,
         workers=[
             WorkerPublic(
                 name=name,
                 state=_worker_state(registry.get(name), workers.get(name), settings, now),
                 running=workers.get(name) or 0,
                 permits_in_use=gate.in_use(f"node:{name}"),
-                last_seen=registry[name].last_seen if name in registry else None,
+                last_seen=_moment(registry[name].last_seen) if name in registry else None,
+                metrics_url=registry[name].metrics_url if name in registry else None,
             )
             for name in names
         ],
         breakers=breakers,
-        queue_depth=depth,
+        queue_depth=sum(depths.values()),
+        queue_depth_by_priority=depths,
+        oldest_queued_job=_oldest(oldest, now),
         running=gate.in_use("fleet"),
     )
+
+
+def _oldest(job: Job | None, now: float) -> OldestQueuedJob | None:
+    if job is None:
+        return None
+    since = job.waiting_since
+    age = max(0.0, now - since.timestamp())
+    return OldestQueuedJob(id=job.id, waiting_since=since, age_seconds=round(age, 1))
+
+
+def _moment(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 def _worker_state(

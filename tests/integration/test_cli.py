@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
@@ -74,6 +77,40 @@ def test_given_jobs_then_list_show_cancel_profiles_and_status_work(fleet: Fleet)
     assert "default" in profiles.stdout
     assert status.returncode == 0 and "ready" in status.stdout
     assert fleet.wait_until_final(job_id)["status"] == "cancelled"
+
+
+def test_given_a_busy_fleet_then_status_shows_workers_breakers_queue_and_the_oldest_wait(
+    fleet: Fleet,
+) -> None:
+    # given: both of the worker's slots taken, and a batch job waiting behind them
+    busy = [json.loads(cli(fleet, "run", "@fake hang", "--json").stdout)["id"] for _ in range(2)]
+    for job_id in busy:
+        wait_for(lambda j=job_id: fleet.job(j)["status"] == "running", timeout=30, what="start")
+    waiting = fleet.submit(task="@fake result later", priority="batch")["id"]
+    time.sleep(1.5)
+    try:
+        # when
+        shown = cli(fleet, "status")
+        data = json.loads(cli(fleet, "status", "--json").stdout)
+    finally:
+        for job_id in busy:
+            cli(fleet, "cancel", job_id)
+
+    # then: the table and the JSON tell the same story
+    fleet_status = data["fleet"]
+    name = f"agenticore@test-{fleet.backend}"  # other tests may have added workers
+    worker = next(w for w in fleet_status["workers"] if w["name"] == name)
+    assert shown.returncode == 0, shown.stderr
+    assert worker["state"] == "busy" and worker["running"] == 2
+    assert re.search(rf"{re.escape(worker['name'])}\s+busy\s+2\s+2\s+\d+s ago", shown.stdout)
+    assert datetime.fromisoformat(worker["last_seen"]).tzinfo is not None, "ISO 8601, with zone"
+    assert re.search(r"claude\s+closed\s+0", shown.stdout)
+    assert fleet_status["queue_depth_by_priority"] == {"interactive": 0, "normal": 0, "batch": 1}
+    assert "(interactive 0, normal 0, batch 1)" in shown.stdout
+    oldest = fleet_status["oldest_queued_job"]
+    assert oldest["id"] == waiting and oldest["age_seconds"] >= 1
+    assert f"oldest queued job: {waiting}, waiting" in shown.stdout
+    assert fleet.wait_until_final(waiting)["status"] == "succeeded"
 
 
 def test_given_no_api_then_the_cli_says_how_to_start_it(fleet: Fleet) -> None:

@@ -97,6 +97,23 @@ def test_given_many_jobs_when_listed_then_pages_are_newest_first_and_filterable(
     assert [j.id for j in queued] == ids[1::2][::-1]
 
 
+def test_given_queued_and_running_jobs_then_the_longest_waiting_one_is_found_index_or_not(
+    settings: Settings,
+) -> None:
+    store = JobStore(settings)
+    store.rebuild_index()
+    first, second, _ = (new_job(store, f"job {n}").id for n in range(3))
+    store.update(first, status=JobStatus.RUNNING)
+
+    indexed = store.longest_queued()
+    (settings.jobs_dir / "index.dirty").touch()  # the index is not trusted: files are read
+    from_files = store.longest_queued()
+
+    assert store.index_ready() is False
+    assert indexed is not None and indexed.id == second
+    assert from_files is not None and from_files.id == second
+
+
 def test_given_concurrent_updates_then_none_is_lost(settings: Settings) -> None:
     store = JobStore(settings)
     job = new_job(store)
