@@ -1,20 +1,35 @@
-"""One trace per job across real processes: the API (uvicorn) and a prefork worker export
-over OTLP/HTTP to a fake collector, configured only by the standard OTEL_* variables."""
+"""One trace per job: across real processes (the API and a prefork worker export over
+OTLP/HTTP to a fake collector, configured only by the standard OTEL_* variables), and in
+this process with the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 
-from tests.conftest import Fleet, forge_settings, running_fleet
-from tests.fake_collector import ExportedSpan, FakeCollector
+from agenticore import telemetry
+from agenticore.apikeys import KeyStore, Role
+from agenticore.config import Settings
+from agenticore.models import JobStatus
+from agenticore.runner import JobRunner
+from api.main import create_app
+from tests.conftest import Fleet, bearer, forge_settings, running_fleet
+from tests.fake_collector import ExportedSpan, FakeCollector, memory_spans
 from tests.fake_forge import FakeForge
-from tests.helpers import wait_for
+from tests.helpers import free_port, make_remote, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -118,3 +133,60 @@ def test_given_a_lost_worker_when_the_reconciler_sends_its_job_again_then_it_joi
     assert {s.trace_id for s in [*sends, *runs]} == {request.trace_id}
     assert {s.parent_id for s in sends} == {request.span_id}, "both hang under the request"
     assert {s.service for s in sends} == {"agenticore-api", "agenticore-worker"}
+
+
+def test_given_the_in_memory_exporter_when_a_job_is_posted_and_run_then_all_spans_share_a_trace(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The API in this process (uvicorn in a thread, real HTTP), the job run in this process
+    from the context its broker message carries, as the worker's run span would."""
+    settings = make_settings()  # embedded: the message is a file to read
+    _, key = KeyStore(settings).create("test", Role.OPERATOR)
+    app = create_app(settings)
+    with memory_spans() as (spans, provider), serving(app, provider) as url:
+        response = httpx.post(
+            f"{url}/jobs", headers=bearer(key),
+            json={"task": "@fake env TRACEPARENT", "repo_url": str(make_remote(tmp_path))},
+        )  # fmt: skip
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        message = next((settings.home / "celery").rglob("*.msg")).read_text()
+        headers = json.loads(message)["headers"]
+        assert headers["id"] == job_id
+        with telemetry.attached({"traceparent": headers["traceparent"]}):
+            done = JobRunner(settings).run(job_id, worker="test-worker")
+
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    names = ["POST /jobs", "apply_async/agenticore.run_job", "repo.clone", "job.worktree",
+             "job.materialize", "agent.run"]  # fmt: skip
+    assert set(names) <= set(finished), sorted(finished)
+    context = {name: finished[name].get_span_context() for name in names}
+    assert len({c.trace_id for c in context.values()}) == 1, "one trace, API and worker alike"
+    _, trace_id, parent, _ = headers["traceparent"].split("-")
+    assert parent == f"{context['apply_async/agenticore.run_job'].span_id:016x}"
+    _, agent_trace, agent_parent, _ = agent_saw(
+        Path(done.transcript_path or ""), "TRACEPARENT"
+    ).split("-")
+    assert (agent_trace, agent_parent) == (trace_id, f"{context['agent.run'].span_id:016x}")
+
+
+@contextmanager
+def serving(app: FastAPI, provider: TracerProvider) -> Iterator[str]:
+    """``app`` traced into ``provider`` (as ``OTEL_*`` variables would have it), served over
+    real HTTP from a thread; the Celery messages it sends are traced too."""
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    celery = CeleryInstrumentor()  # type: ignore[no-untyped-call]
+    celery.instrument(tracer_provider=provider)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=30, what="the in-process API")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        celery.uninstrument()
+        FastAPIInstrumentor.uninstrument_app(app)
