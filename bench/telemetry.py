@@ -8,8 +8,9 @@ One run on this machine, on a private ``redis-server``. Each round starts a fres
 ``OTEL_*`` variables), **on** (``OTEL_TRACES_EXPORTER=otlp`` to an OTLP/HTTP sink in this
 process, which decodes and counts the spans) and, with ``--baseline REV``, **base**: the
 code of that git revision (``git archive``, e.g. the commit before tracing came in), no
-``OTEL_*`` either. Modes alternate within each round, so drift on a shared machine hits all
-alike; the spread between the rounds of one mode is the noise to judge by.
+``OTEL_*`` either. Modes alternate within each round, and their order rotates from round to
+round, so drift on a shared machine hits all alike; the spread between the rounds of one
+mode is the noise to judge by.
 
 Per stack:
 
@@ -287,7 +288,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with redis_server(scratch, outer) as redis_url:
             for number in range(args.rounds):
-                for mode, otel, code in modes:
+                turn = number % len(modes)  # each mode takes each place in the order
+                for mode, otel, code in modes[turn:] + modes[:turn]:
                     print(f"round {number + 1}/{args.rounds}: {mode}", flush=True)
                     stack = Stack(redis_url, args, otel, code)
                     rounds[mode].append(stack.measure())
