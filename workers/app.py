@@ -7,10 +7,11 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from billiard.util import set_pdeathsig
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -30,12 +31,22 @@ from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
 from agenticore.models import CELERY_PRIORITY, Job
 from agenticore.reconciler import Reconciler
+from agenticore.redaction import redact_text
 from agenticore.retention import Retention
 from agenticore.sandbox import startup_warning
 from agenticore.supervisor import kill_process_group
 from workers.names import OPEN_PULL_REQUEST, RUN_JOB
 
-__all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery", "send_pr_step"]
+__all__ = [
+    "OPEN_PULL_REQUEST",
+    "RUN_JOB",
+    "JobTask",
+    "app",
+    "describe",
+    "enqueue",
+    "make_celery",
+    "send_pr_step",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +63,79 @@ def enqueue(celery: Celery, job: Job, store: JobStore) -> None:
     """Sends ``run_job`` for a stored job and stops watching it (the message is in the
     broker now); the job id doubles as the task id, so revoke and result lookups need no
     mapping."""
-    celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority])
+    celery.send_task(RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority],
+                     argsrepr=_job_repr(job), kwargsrepr="{}")  # fmt: skip
     store.mark_sent(job.id)
 
 
 def send_pr_step(celery: Celery, job: Job) -> None:
     """Sends ``open_pull_request`` for a job whose run left its PR step pending."""
-    celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority])
+    celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority],
+                     argsrepr=_job_repr(job), kwargsrepr="{}")  # fmt: skip
+
+
+_SUMMARY_CHARS = 60
+
+
+def describe(
+    *, job_id: str | None = None, task: object = None, repo_url: object = None,
+    profile: object = None,
+) -> str:  # fmt: skip
+    """What Flower, task events and worker logs show as a task's arguments: the job id, the
+    task's start, the repo without its userinfo and the profile, never a secret (task
+    messages carry whole specs; a task text or URL may hold a token)."""
+    parts = [f"job_id={_short(job_id)!r}"] if job_id is not None else []
+    if isinstance(task, str):
+        # masked before it is cut: a token cut in half would no longer be recognised
+        text = " ".join(redact_text(task[:4096]).split())
+        cut = text[:_SUMMARY_CHARS] + ("…" if len(text) > _SUMMARY_CHARS else "")
+        parts.append(f"task={cut!r}")
+    if isinstance(repo_url, str):
+        parts.append(f"repo={_plain_url(repo_url)!r}")
+    if isinstance(profile, str):
+        parts.append(f"profile={_short(profile)!r}")
+    return " ".join(parts)
+
+
+def _job_repr(job: Job) -> str:
+    return describe(job_id=job.id, task=job.task, repo_url=job.repo_url, profile=job.profile)
+
+
+def _value_repr(value: object) -> str:
+    """One argument of our tasks: a job id, or a job spec (``run_job.delay(spec)``)."""
+    if isinstance(value, str):
+        return describe(job_id=value)
+    if isinstance(value, dict):
+        return describe(task=value.get("task"), repo_url=value.get("repo_url"),
+                        profile=value.get("profile"))  # fmt: skip
+    return f"<{type(value).__name__}>"
+
+
+def _short(text: str) -> str:
+    return redact_text(text[:80])
+
+
+def _plain_url(url: str) -> str:
+    try:
+        parts = urlsplit(url[:300])
+    except ValueError:
+        return "<invalid url>"
+    if parts.scheme and "@" in parts.netloc:
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])  # no userinfo at all
+    return redact_text(urlunsplit(parts))
+
+
+class JobTask(Task):
+    """Our tasks' base: however they are sent (``delay``, a chain, a retry), the message
+    carries a summary of its arguments as ``argsrepr``/``kwargsrepr``, not the raw spec."""
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        if options.get("argsrepr") is None:
+            options["argsrepr"] = f"({', '.join(_value_repr(a) for a in args or ())})"
+        if options.get("kwargsrepr") is None:
+            pairs = (f"{k!r}: {_value_repr(v)}" for k, v in (kwargs or {}).items())
+            options["kwargsrepr"] = "{" + ", ".join(pairs) + "}"
+        return super().apply_async(args, kwargs, *rest, **options)
 
 
 def _create_broker_folders(sender: Celery, **_: Any) -> None:

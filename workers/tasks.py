@@ -32,7 +32,7 @@ from agenticore.profiles import job_from_spec
 from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
-from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue, send_pr_step
+from workers.app import OPEN_PULL_REQUEST, RUN_JOB, JobTask, app, enqueue, send_pr_step
 
 __all__ = ["open_pull_request", "run_job"]
 
@@ -53,7 +53,7 @@ def _pull_requests() -> PullRequestStep:
 
 # max_retries=None: deferrals are unbounded; attempts are counted by the runner instead.
 # throws: a job that did not succeed is an outcome, not a bug: logged without a traceback
-@app.task(name=RUN_JOB, bind=True, max_retries=None, throws=(JobFailed, Revoked))
+@app.task(name=RUN_JOB, base=JobTask, bind=True, max_retries=None, throws=(JobFailed, Revoked))
 def run_job(self: Task, job: str | dict[str, Any]) -> str:
     """Runs a stored job by id, or a new one from a spec dict (the task id becomes its id,
     so a redelivered message finds the same job). Returns the job id for chained tasks."""
@@ -101,7 +101,7 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
     return job
 
 
-@app.task(name=OPEN_PULL_REQUEST, bind=True, max_retries=None, throws=(JobFailed,))
+@app.task(name=OPEN_PULL_REQUEST, base=JobTask, bind=True, max_retries=None, throws=(JobFailed,))
 def open_pull_request(self: Task, job_id: str) -> str:
     """Pushes a succeeded job's branch and opens its pull request, exactly once; records
     ``pr_status`` (and ``pr_url``) on the job. Returns the job id. Attempts are counted on

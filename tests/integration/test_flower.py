@@ -1,0 +1,106 @@
+"""Flower against a real worker, on both brokers: it needs its credentials, sees every job
+from the first one on, shows the state each job really ended in, and no secret."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, Fleet
+from tests.helpers import free_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CREDENTIALS = ("ops", "flower-test-password")
+FAKE_TOKEN = "ghp_" + "T0ken" * 7 + "abcd"  # the shape of a GitHub token: 36 characters
+
+
+@dataclass
+class Flower:
+    http: httpx.Client
+    url: str
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        response = self.http.get("/api/tasks")
+        assert response.status_code == 200, response.text
+        tasks: dict[str, dict[str, Any]] = response.json()
+        return tasks
+
+    def task(self, task_id: str, state: str) -> dict[str, Any]:
+        return wait_for(
+            lambda: task if (task := self.tasks().get(task_id, {})).get("state") == state else None,
+            timeout=30,
+            interval=0.3,
+            what=f"Flower to show {task_id} {state}",
+        )
+
+
+@pytest.fixture(scope="module")
+def flower(fleet: Fleet) -> Iterator[Flower]:
+    """``agenticore flower`` on a free port, with basic auth, watching the fleet."""
+    port = free_port()
+    env = fleet.env | {"FLOWER_BASIC_AUTH": ":".join(CREDENTIALS)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agenticore.cli", "flower", "--port", str(port)],
+        env=env, cwd=REPO_ROOT, stdout=(fleet.logs / f"flower-{port}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=url, auth=CREDENTIALS, timeout=10)
+    try:
+        # its event receiver is connected once it has heard the worker's heartbeat
+        wait_for(lambda: _heard(http, fleet), timeout=60, interval=0.5, what="Flower's events")
+        yield Flower(http, url)
+    finally:
+        http.close()
+        proc.send_signal(signal.SIGKILL)  # Flower may sit on SIGTERM for tens of seconds
+        proc.wait(timeout=10)
+
+
+def _heard(http: httpx.Client, fleet: Fleet) -> bool:
+    try:
+        response = http.get("/workers", params={"json": 1})  # from events, not inspect
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and f"@{fleet.settings.worker_name}" in response.text
+
+
+def test_given_flower_when_its_api_is_asked_without_credentials_then_401_with_them_the_worker(
+    flower: Flower, fleet: Fleet
+) -> None:
+    anonymous = httpx.get(f"{flower.url}/api/workers", timeout=10)
+    wrong = httpx.get(f"{flower.url}/api/workers", auth=("ops", "nope"), timeout=10)
+
+    workers = flower.http.get("/api/workers", params={"refresh": 1})
+
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert workers.status_code == 200
+    assert any(name.endswith(f"@{fleet.settings.worker_name}") for name in workers.json())
+
+
+def test_given_jobs_ending_differently_when_flower_lists_them_then_its_states_tell_the_truth(
+    flower: Flower, fleet: Fleet
+) -> None:
+    first = fleet.submit(task=f"Use the token {FAKE_TOKEN} to publish the docs")["id"]
+    failed = fleet.submit(task="Break it\n@fake fail the tests did not pass")["id"]
+    cancelled = fleet.start_job("Wait a while\n@fake sleep 30")
+    assert fleet.http.post(f"/jobs/{cancelled}/cancel").status_code == 200
+    for job_id in (first, failed, cancelled):
+        fleet.wait_until_final(job_id)
+
+    succeeded = flower.task(first, "SUCCESS")
+    failure = flower.task(failed, "FAILURE")
+    flower.task(cancelled, "REVOKED")
+
+    assert succeeded["name"] == "agenticore.run_job", "the first job after Flower started"
+    error = fleet.job(failed)["error"]
+    assert error and failure["exception"] == f"JobFailed({error!r})"
+    assert f"job_id={first!r}" in succeeded["args"] and "task='Use the token ***" in succeeded["args"]
+    assert FAKE_TOKEN not in flower.http.get("/api/tasks").text
