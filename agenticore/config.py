@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         description="user:password for Flower",
         validation_alias=AliasChoices("AGENTICORE_FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH"),
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text, or json: one JSON object per log line",
+        validation_alias=AliasChoices("AGENTICORE_LOG_FORMAT", "LOG_FORMAT"),
+    )
     api_url: str = "http://127.0.0.1:8200"
     public_url: str | None = Field(default=None, description="base URL used in links to jobs")
     worker_name: str | None = Field(default=None, description="defaults to POD_NAME or hostname")

@@ -102,5 +102,7 @@ def test_given_jobs_ending_differently_when_flower_lists_them_then_its_states_te
     assert succeeded["name"] == "agenticore.run_job", "the first job after Flower started"
     error = fleet.job(failed)["error"]
     assert error and failure["exception"] == f"JobFailed({error!r})"
-    assert f"job_id={first!r}" in succeeded["args"] and "task='Use the token ***" in succeeded["args"]
+    assert (
+        f"job_id={first!r}" in succeeded["args"] and "task='Use the token ***" in succeeded["args"]
+    )
     assert FAKE_TOKEN not in flower.http.get("/api/tasks").text
