@@ -106,3 +106,25 @@ def test_given_jobs_ending_differently_when_flower_lists_them_then_its_states_te
         f"job_id={first!r}" in succeeded["args"] and "task='Use the token ***" in succeeded["args"]
     )
     assert FAKE_TOKEN not in flower.http.get("/api/tasks").text
+
+
+def test_given_a_spec_sent_with_delay_when_flower_shows_it_then_its_args_are_a_summary(
+    flower: Flower, fleet: Fleet
+) -> None:
+    """``run_job.delay(spec)`` from a user's process: the message's argsrepr is set by the
+    task class, so the raw spec (and the token in it) never reaches Flower."""
+    script = (
+        "import sys\n"
+        "from workers.tasks import run_job\n"
+        "print(run_job.delay({'task': sys.argv[1], 'profile': 'default'}).id)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, f"@fake result sent with {FAKE_TOKEN}"],
+        env=fleet.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+    shown = flower.task(out.stdout.strip(), "SUCCESS")
+
+    assert shown["args"] == "(task='@fake result sent with ***' profile='default')"
+    assert shown["kwargs"] == "{}"
+    assert FAKE_TOKEN not in flower.http.get("/api/tasks").text
