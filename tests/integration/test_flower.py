@@ -90,18 +90,24 @@ def test_given_jobs_ending_differently_when_flower_lists_them_then_its_states_te
 ) -> None:
     first = fleet.submit(task=f"Use the token {FAKE_TOKEN} to publish the docs")["id"]
     failed = fleet.submit(task="Break it\n@fake fail the tests did not pass")["id"]
+    dead = fleet.submit(task="Crash every time\n@fake crash 3", max_attempts=2)["id"]
     cancelled = fleet.start_job("Wait a while\n@fake sleep 30")
     assert fleet.http.post(f"/jobs/{cancelled}/cancel").status_code == 200
-    for job_id in (first, failed, cancelled):
+    for job_id in (first, failed, cancelled, dead):
         fleet.wait_until_final(job_id)
 
     succeeded = flower.task(first, "SUCCESS")
     failure = flower.task(failed, "FAILURE")
     flower.task(cancelled, "REVOKED")
+    went_dead = flower.task(dead, "FAILURE")
 
     assert succeeded["name"] == "agenticore.run_job", "the first job after Flower started"
     error = fleet.job(failed)["error"]
     assert error and failure["exception"] == f"JobFailed({error!r})"
+    record = fleet.job(dead)
+    assert (
+        record["status"] == "dead" and went_dead["exception"] == f"JobFailed({record['error']!r})"
+    )
     assert (
         f"job_id={first!r}" in succeeded["args"] and "task='Use the token ***" in succeeded["args"]
     )
