@@ -85,6 +85,17 @@ def test_given_flower_when_its_api_is_asked_without_credentials_then_401_with_th
     assert any(name.endswith(f"@{fleet.settings.worker_name}") for name in workers.json())
 
 
+def test_given_flower_and_a_worker_on_the_broker_then_kombu_warns_of_no_missing_hostname(
+    flower: Flower, fleet: Fleet
+) -> None:
+    """The embedded broker URL names its host: kombu's "No hostname was supplied" came for
+    every connection made from it (the worker's own, Flower's, replies to ``conf``)."""
+    flower.http.get("/api/workers", params={"refresh": 1})  # inspect + conf over the broker
+
+    for log in fleet.logs.glob("*.log"):
+        assert "No hostname was supplied" not in log.read_text(errors="replace"), log.name
+
+
 def test_given_jobs_ending_differently_when_flower_lists_them_then_its_states_tell_the_truth(
     flower: Flower, fleet: Fleet
 ) -> None:
