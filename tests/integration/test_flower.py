@@ -4,6 +4,7 @@ from the first one on, shows the state each job really ended in, and no secret."
 from __future__ import annotations
 
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from agenticore.monitoring import ensure_flower_auth
 from tests.conftest import REPO_ROOT, Fleet
 from tests.helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CREDENTIALS = ("ops", "flower-test-password")
 FAKE_TOKEN = "ghp_" + "T0ken" * 7 + "abcd"  # the shape of a GitHub token: 36 characters
 
 
@@ -44,16 +45,19 @@ class Flower:
 
 @pytest.fixture(scope="module")
 def flower(fleet: Fleet) -> Iterator[Flower]:
-    """``agenticore flower`` on a free port, with basic auth, watching the fleet."""
+    """``agenticore flower`` on a free port watching the fleet, with the basic auth
+    ``agenticore up`` generates into ``HOME/flower.auth``."""
+    auth = ensure_flower_auth(fleet.settings)
+    assert auth is not None and stat.S_IMODE(auth.stat().st_mode) == 0o600
+    user, _, password = auth.read_text().strip().partition(":")
     port = free_port()
-    env = fleet.env | {"FLOWER_BASIC_AUTH": ":".join(CREDENTIALS)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "agenticore.cli", "flower", "--port", str(port)],
-        env=env, cwd=REPO_ROOT, stdout=(fleet.logs / f"flower-{port}.log").open("wb"),
+        env=fleet.env, cwd=REPO_ROOT, stdout=(fleet.logs / f"flower-{port}.log").open("wb"),
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=url, auth=CREDENTIALS, timeout=10)
+    http = httpx.Client(base_url=url, auth=(user, password), timeout=10)
     try:
         # its event receiver is connected once it has heard the worker's heartbeat
         wait_for(lambda: _heard(http, fleet), timeout=60, interval=0.5, what="Flower's events")
@@ -76,7 +80,7 @@ def test_given_flower_when_its_api_is_asked_without_credentials_then_401_with_th
     flower: Flower, fleet: Fleet
 ) -> None:
     anonymous = httpx.get(f"{flower.url}/api/workers", timeout=10)
-    wrong = httpx.get(f"{flower.url}/api/workers", auth=("ops", "nope"), timeout=10)
+    wrong = httpx.get(f"{flower.url}/api/workers", auth=("admin", "nope"), timeout=10)
 
     workers = flower.http.get("/api/workers", params={"refresh": 1})
 
