@@ -1,7 +1,8 @@
 """Task signatures users import: ``from workers.tasks import run_job, open_pull_request``.
 
 Tasks are thin: they pass ids, re-read state from the job store and call the library.
-``run_job`` returns the job id, so ``(run_job.s(job_id) | open_pull_request.s())`` chains.
+``run_job`` returns the job id, so ``(run_job.s(job_id) | open_pull_request.s())`` chains;
+a job that did not succeed ends its task in FAILURE (``JobFailed``) or REVOKED instead.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _pull_requests() -> PullRequestStep:
 @app.task(name=RUN_JOB, base=JobTask, bind=True, max_retries=None, throws=(JobFailed, Revoked))
 def run_job(self: Task, job: str | dict[str, Any]) -> str:
     """Runs a stored job by id, or a new one from a spec dict (the task id becomes its id,
-    so a redelivered message finds the same job). Returns the job id for chained tasks."""
+    so a redelivered message finds the same job). Returns the job id for chained tasks
+    when the job succeeded; otherwise the task ends as the job did (``_end_as``)."""
     runner = _runner()
     job = _stored_job(runner, job, self.request.id or None)
     settings = runner.settings
