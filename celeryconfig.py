@@ -36,6 +36,10 @@ def build(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_concurrency": settings.max_parallel_jobs,
+        # Flower sees every job from its first event: without these a worker sends task
+        # events only once Flower's periodic enable_events reaches it, after the first jobs
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "enable_utc": True,
     }
     if settings.redis_url is None:
@@ -64,15 +68,15 @@ def build(settings: Settings) -> dict[str, Any]:
                 "interval_max": 1,
             },
         },
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
     }
 
 
 def _embedded(settings: Settings) -> dict[str, Any]:
     root = settings.celery_dir
     return {
-        "broker_url": "filesystem://",
+        # the host is this machine; without one kombu warns "No hostname was supplied"
+        # for every connection made from the URL (the worker's, Flower's, `conf` replies)
+        "broker_url": "filesystem://localhost/",
         # kombu's filesystem transport, with atomic writes (see workers/filesystem.py)
         "broker_transport": "workers.filesystem:Transport",
         "result_backend": f"file://{root / 'results'}",

@@ -68,8 +68,16 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def main() -> None:
-    logs.install()  # commands that log do so through logging's last-resort handler
+    # commands that log do so through logging's last-resort handler
+    logs.install(log_format=_log_format())
     app()
+
+
+def _log_format() -> str:
+    try:
+        return get_settings().log_format
+    except ValueError:  # a bad setting: the command that reads it says what is wrong
+        return "text"
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -101,8 +109,10 @@ def worker(
     settings = get_settings()
     private_dir(settings.run_dir, home=settings.home)
     metrics.prepare_multiprocess_dir()  # pool processes count into it; the main one serves
+    # JSON logs: no banner, the log is JSON lines only
+    quiet = ["--quiet"] if settings.log_format == "json" else []
     argv = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        sys.executable, "-m", "celery", "-A", "workers.app", *quiet, "worker",
         "-l", loglevel,
         "-Q", CELERY_QUEUE,
         "-c", str(concurrency or settings.max_parallel_jobs),

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9808, ge=0, le=65535, description="a worker's metrics port; 0 = a free one"
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text, or json: one JSON object per log line",
+        validation_alias=AliasChoices("AGENTICORE_LOG_FORMAT", "LOG_FORMAT"),
+    )
     api_url: str = "http://127.0.0.1:8200"
     public_url: str | None = Field(default=None, description="base URL used in links to jobs")
     worker_name: str | None = Field(default=None, description="defaults to POD_NAME or hostname")

@@ -16,7 +16,9 @@
     ├── ForgeError                the PR provider refused or failed      (.repo, .status,
     │                                                                     .retry_after)
     ├── AgentError                the agent could not be started         (.job_id)
-    └── ConfigurationError        a setting the process cannot start with
+    ├── ConfigurationError        a setting the process cannot start with
+    └── JobFailed                 a job (or its PR step) ended without success: the
+                                  task ends in FAILURE with the job's error (.job_id)
 
 Messages never include credentials: URLs pass through ``redact_url`` first.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "InvalidRepoURL",
     "InvalidRequest",
     "InvalidTransition",
+    "JobFailed",
     "JobNotFound",
     "LockTimeout",
     "NoPermit",
@@ -171,3 +174,14 @@ class AgentError(AgenticoreError):
 
 class ConfigurationError(AgenticoreError):
     """A setting (e.g. an ``OTEL_*`` variable) names something this install cannot do."""
+
+
+class JobFailed(AgenticoreError):
+    """A job ended failed, timed_out or dead, or its PR step failed: raised by the worker's
+    task so the task ends in FAILURE, with the job's error as the message. Celery stores
+    exceptions as JSON (type, module, ``args``) and rebuilds them as ``cls(*args)``, so the
+    message is the only argument; ``job_id`` is there for whoever caught it in the worker."""
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id

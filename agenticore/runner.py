@@ -129,6 +129,7 @@ class JobRunner:
                 status=JobStatus.DEAD,
                 finished_at=utcnow(),
                 error=f"worker_lost: the worker running attempt {job.attempts} disappeared",
+                **(_pr_fields(JobStatus.DEAD) if pr_follows else {}),
             )
         try:
             job = self._start(job, worker)
@@ -433,8 +434,8 @@ class JobRunner:
         }
         if outcome.session_id:
             fields["session_id"] = outcome.session_id
-        if pr_pending and status is JobStatus.SUCCEEDED:
-            fields |= {"pr_status": PrStatus.PENDING, "pr_due_at": utcnow()}  # the step settles it
+        if pr_pending:
+            fields |= _pr_fields(status)
         try:
             job = self._record(job_id, status=status, attempt=job.attempts, **fields)
         except StaleAttempt:
@@ -444,6 +445,9 @@ class JobRunner:
             fields.pop("error")
             fields.pop("pr_status", None)
             fields.pop("pr_due_at", None)
+            fields.pop("pr_error", None)
+            if pr_pending:
+                fields |= _pr_fields(JobStatus.CANCELLED)
             job = self._record(job_id, attempt=job.attempts, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job
@@ -536,6 +540,18 @@ def _count_in(breaker: CircuitBreaker, outcome: AgentOutcome, job_id: str) -> No
             breaker.record_success()
     except _BREAKER_UNAVAILABLE as exc:
         log.warning("job %s: circuit breaker not updated (%s)", job_id, exc)
+
+
+def _pr_fields(status: JobStatus) -> dict[str, Any]:
+    """The PR step a run was to be followed by: pending for a succeeded run (the step
+    settles it), else settled here as skipped, since a run that did not succeed ends its
+    task in FAILURE and a chained step never runs after that."""
+    if status is JobStatus.SUCCEEDED:
+        return {"pr_status": PrStatus.PENDING, "pr_due_at": utcnow()}
+    if not status.terminal:
+        return {}  # another attempt follows
+    return {"pr_status": PrStatus.SKIPPED, "pr_error": f"the run {status.value}",
+            "pr_due_at": None}  # fmt: skip
 
 
 def _failure(exc: AgenticoreError) -> AgentOutcome:

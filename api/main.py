@@ -43,7 +43,8 @@ _STATUS_BY_ERROR: list[tuple[type[AgenticoreError], int]] = [
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    logs.install()  # uvicorn has configured logging by now: mask secrets in every line
+    # uvicorn has configured logging by now: mask secrets in every line (access log too)
+    logs.install(log_format=(settings or get_settings()).log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

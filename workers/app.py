@@ -15,7 +15,9 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    celeryd_init,
     task_postrun,
+    task_prerun,
     task_revoked,
     worker_init,
     worker_process_init,
@@ -37,9 +39,17 @@ from agenticore.retention import Retention
 from agenticore.sandbox import startup_warning
 from agenticore.supervisor import kill_process_group
 from workers.names import OPEN_PULL_REQUEST, RUN_JOB
+from workers.summaries import job_summary
 from workers.tracing import start_tracing
 
-__all__ = ["OPEN_PULL_REQUEST", "RUN_JOB", "app", "enqueue", "make_celery", "send_pr_step"]
+__all__ = [
+    "OPEN_PULL_REQUEST",
+    "RUN_JOB",
+    "app",
+    "enqueue",
+    "make_celery",
+    "send_pr_step",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +67,17 @@ def enqueue(celery: Celery, job: Job, store: JobStore) -> None:
     broker now); the job id doubles as the task id, so revoke and result lookups need no
     mapping. It is sent inside the job's trace, whoever sends it (API, reconciler, retry)."""
     with telemetry.attached(job.trace_context):
-        celery.send_task(
-            RUN_JOB, args=[job.id], task_id=job.id, priority=CELERY_PRIORITY[job.priority]
-        )
+        celery.send_task(RUN_JOB, args=[job.id], task_id=job.id,
+                         priority=CELERY_PRIORITY[job.priority],
+                         argsrepr=job_summary(job), kwargsrepr="{}")  # fmt: skip
     store.mark_sent(job.id)
 
 
 def send_pr_step(celery: Celery, job: Job) -> None:
     """Sends ``open_pull_request`` for a job whose run left its PR step pending."""
     with telemetry.attached(job.trace_context):
-        celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority])
+        celery.send_task(OPEN_PULL_REQUEST, args=[job.id], priority=CELERY_PRIORITY[job.priority],
+                         argsrepr=job_summary(job), kwargsrepr="{}")  # fmt: skip
 
 
 def _create_broker_folders(sender: Celery, **_: Any) -> None:
@@ -87,8 +98,42 @@ def _create_broker_folders(sender: Celery, **_: Any) -> None:
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
-    """No worker log line shows a secret: Celery logs task arguments and exceptions too."""
-    logs.install(*([logger] if logger is not None else []))
+    """No worker log line shows a secret: Celery logs task arguments and exceptions too.
+    With ``LOG_FORMAT=json`` every line is a JSON object."""
+    logs.install(*([logger] if logger is not None else []), log_format=get_settings().log_format)
+
+
+@celeryd_init.connect
+def _name_worker_in_logs(sender: Any = None, **_: Any) -> None:
+    """Before the worker warns about anything (running as root, ...): its lines carry its
+    name and, with JSON logs, even those early warnings are JSON."""
+    logs.set_worker(str(sender))  # the node name, as jobs record it
+    logs.task_ids_are_job_ids(RUN_JOB)  # "received" lines: the job id is the task id
+    logs.install(log_format=get_settings().log_format)
+
+
+_log_contexts: dict[str, Any] = {}
+
+
+@task_prerun.connect
+def _enter_job_log_context(
+    task_id: str | None = None, task: Any = None, args: Any = None, **_: Any
+) -> None:
+    """Every line logged while a task runs, Celery's own "succeeded"/"raised" lines too,
+    carries its job id (the argument, or the task id of a spec), task id and worker."""
+    if task_id is None:
+        return
+    first = (args or [None])[0]
+    job_id = first if isinstance(first, str) else task_id
+    hostname = getattr(task.request, "hostname", None) if task is not None else None
+    _log_contexts[task_id] = logs.enter_job(job_id=job_id, task_id=task_id, worker=hostname)
+
+
+@task_postrun.connect
+def _leave_job_log_context(task_id: str | None = None, **_: Any) -> None:
+    token = _log_contexts.pop(task_id or "", None)
+    if token is not None:
+        logs.leave_job(token)
 
 
 @worker_init.connect
@@ -107,7 +152,8 @@ def _flush_spans(**_: Any) -> None:
 
 @worker_process_init.connect
 def _init_pool_process(**_: Any) -> None:
-    logs.install()  # a pool process may set up handlers of its own after the fork
+    # a pool process may set up handlers of its own after the fork
+    logs.install(log_format=get_settings().log_format)
     # Celery has the kernel SIGKILL pool processes when the main process dies: a job whose
     # agent just finished would lose its result and run again. A pool process outlives it
     # instead, records the job it is running, and then ends (``_end_if_orphaned``).

@@ -1,7 +1,8 @@
 """Task signatures users import: ``from workers.tasks import run_job, open_pull_request``.
 
 Tasks are thin: they pass ids, re-read state from the job store and call the library.
-``run_job`` returns the job id, so ``(run_job.s(job_id) | open_pull_request.s())`` chains.
+``run_job`` returns the job id, so ``(run_job.s(job_id) | open_pull_request.s())`` chains;
+a job that did not succeed ends its task in FAILURE (``JobFailed``) or REVOKED instead.
 """
 
 from __future__ import annotations
@@ -14,18 +15,26 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject, Retry
+from celery.exceptions import Terminated as Revoked
 from pydantic import ValidationError
 
 from agenticore.config import get_settings
-from agenticore.errors import InvalidRequest, NoPermit, RetryLater, StoreUnavailable
+from agenticore.errors import (
+    InvalidRequest,
+    JobFailed,
+    NoPermit,
+    RetryLater,
+    StoreUnavailable,
+)
 from agenticore.interrupts import Terminated, sigterm_raises
 from agenticore.jobs import JobStore
-from agenticore.models import JobSpec, JobStatus, PrStatus, valid_job_id
+from agenticore.models import Job, JobSpec, JobStatus, PrStatus, valid_job_id
 from agenticore.profiles import job_from_spec
 from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
 from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue, send_pr_step
+from workers.summaries import JobTask
 
 __all__ = ["open_pull_request", "run_job"]
 
@@ -44,11 +53,13 @@ def _pull_requests() -> PullRequestStep:
     return PullRequestStep(settings, JobStore(settings))
 
 
-# max_retries=None: deferrals are unbounded; attempts are counted by the runner instead
-@app.task(name=RUN_JOB, bind=True, max_retries=None)
+# max_retries=None: deferrals are unbounded; attempts are counted by the runner instead.
+# throws: a job that did not succeed is an outcome, not a bug: logged without a traceback
+@app.task(name=RUN_JOB, base=JobTask, bind=True, max_retries=None, throws=(JobFailed, Revoked))
 def run_job(self: Task, job: str | dict[str, Any]) -> str:
     """Runs a stored job by id, or a new one from a spec dict (the task id becomes its id,
-    so a redelivered message finds the same job). Returns the job id for chained tasks."""
+    so a redelivered message finds the same job). Returns the job id for chained tasks
+    when the job succeeded; otherwise the task ends as the job did (``_end_as``)."""
     runner = _runner()
     job = _stored_job(runner, job, self.request.id or None)
     settings = runner.settings
@@ -86,13 +97,14 @@ def run_job(self: Task, job: str | dict[str, Any]) -> str:
         log.info("job %s: attempt %d failed (%s); retry in %.0fs", job, outcome.attempts,
                  outcome.error, delay)  # fmt: skip
         raise _deferred(self, runner, job, delay)
+    _end_as(outcome)
     if outcome.pr_status is PrStatus.PENDING and not chained:
         # an auto_pr job: the PR step follows, as if the caller had chained it
         send_pr_step(app, outcome)
     return job
 
 
-@app.task(name=OPEN_PULL_REQUEST, bind=True, max_retries=None)
+@app.task(name=OPEN_PULL_REQUEST, base=JobTask, bind=True, max_retries=None, throws=(JobFailed,))
 def open_pull_request(self: Task, job_id: str) -> str:
     """Pushes a succeeded job's branch and opens its pull request, exactly once; records
     ``pr_status`` (and ``pr_url``) on the job. Returns the job id. Attempts are counted on
@@ -108,7 +120,20 @@ def open_pull_request(self: Task, job_id: str) -> str:
         _die_as_signalled()  # the step stays pending: the reconciler sends it again
     log.info("job %s: PR step %s %s", job_id, job.pr_status and job.pr_status.value,
              job.pr_url or job.pr_error or "")  # fmt: skip
+    if job.pr_status is PrStatus.FAILED:
+        raise JobFailed(job.pr_error or "the PR step failed", job_id=job_id)
     return job_id
+
+
+def _end_as(job: Job) -> None:
+    """Ends the task the way the job ended, so Celery's state (and Flower) tells the truth:
+    FAILURE with the job's error for a run that failed, timed out or went dead; REVOKED for
+    a cancelled one. Raising Celery's ``Terminated`` from the task body has the worker's
+    main process announce the task revoked (``task-revoked``, the result marked so)."""
+    if job.status is JobStatus.CANCELLED:
+        raise Revoked(job.error or "cancelled")
+    if job.status is not JobStatus.SUCCEEDED:
+        raise JobFailed(job.error or job.status.value, job_id=job.id)
 
 
 def _deferred(task: Task, runner: JobRunner, job_id: str, countdown: float) -> Retry:

@@ -132,6 +132,38 @@ def test_given_signatures_when_a_user_chains_them_then_the_pr_opens(
 ) -> None:
     """``(run_job.s(spec) | open_pull_request.s()).apply_async()`` from a user's own process."""
     spec = {"task": "Chained by hand\n" + CHANGE, "repo_url": repo_url(forge)}
+    job_id = chain_by_hand(pr_fleet, spec)
+
+    done = wait_pr_final(pr_fleet, job_id)
+
+    assert done["auto_pr"] is False, "the chain alone asked for the PR"
+    assert done["pr_status"] == "opened" and len(pulls_for(forge, done["branch"])) == 1
+
+
+def test_given_a_chained_run_that_fails_when_it_ends_then_its_task_failed_and_pr_skipped(
+    pr_fleet: Fleet, forge: FakeForge
+) -> None:
+    """The run's task ends in FAILURE, so Celery never sends the chained step: the run
+    settles it itself."""
+    spec = {"task": "Chained, failing\n@fake fail no luck", "repo_url": repo_url(forge)}
+    job_id = chain_by_hand(pr_fleet, spec)
+
+    done = wait_pr_final(pr_fleet, job_id)
+
+    assert done["status"] == "failed" and done["pr_status"] == "skipped", done
+    assert done["pr_error"] == "the run failed"
+    celery = make_celery(pr_fleet.settings)
+    try:
+        result = celery.AsyncResult(job_id)
+        wait_for(lambda: result.state == "FAILURE", timeout=30, what="the task's FAILURE")
+        assert str(result.result) == done["error"]
+    finally:
+        celery.close()
+
+
+def chain_by_hand(fleet: Fleet, spec: dict[str, Any]) -> str:
+    """Sends ``run_job.s(spec) | open_pull_request.s()`` from a process of its own; returns
+    the run's task id (its job id)."""
     script = (
         "import json, sys\n"
         "from workers.tasks import open_pull_request, run_job\n"
@@ -140,14 +172,9 @@ def test_given_signatures_when_a_user_chains_them_then_the_pr_opens(
     )
     out = subprocess.run(
         [sys.executable, "-c", script, json.dumps(spec)],
-        env=pr_fleet.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+        env=fleet.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    job_id = out.stdout.strip()
-
-    done = wait_pr_final(pr_fleet, job_id)
-
-    assert done["auto_pr"] is False, "the chain alone asked for the PR"
-    assert done["pr_status"] == "opened" and len(pulls_for(forge, done["branch"])) == 1
+    return out.stdout.strip()
 
 
 def test_given_a_flaky_forge_when_the_pr_step_fails_then_celery_retries_until_it_opens(

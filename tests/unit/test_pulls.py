@@ -225,15 +225,17 @@ def test_given_a_profile_with_pr_defaults_when_a_job_names_it_then_they_apply(
     assert pull["requested_reviewers"] == [{"login": "alice"}]
 
 
-def test_given_a_failed_run_when_the_pr_step_runs_then_it_is_skipped(
+def test_given_a_failed_auto_pr_run_when_it_ends_then_its_pr_step_is_settled_skipped(
     embedded: Settings, forge: FakeForge
 ) -> None:
+    """The run's task ends in FAILURE, so no chained step would settle it: the run does."""
     ran = run_job(embedded, "Break\n@fake write x.py 1\n@fake fail boom",
                   repo_url=repo_url(forge), auto_pr=True)  # fmt: skip
-    assert ran.status is JobStatus.FAILED and ran.pr_status is None
+    assert ran.status is JobStatus.FAILED and ran.pr_status is PrStatus.SKIPPED
+    assert ran.pr_error == "the run failed" and ran.pr_due_at is None
     assert not Path(ran.worktree_path or "").exists(), "no PR will follow: worktree goes"
 
-    done = PullRequestStep(embedded).run(ran.id)
+    done = PullRequestStep(embedded).run(ran.id)  # a step sent anyway changes nothing
 
     assert done.status is JobStatus.FAILED and done.pr_status is PrStatus.SKIPPED
     assert forge.requests == []

@@ -1,13 +1,16 @@
-"""The embedded broker never hands a consumer half a message."""
+"""The embedded broker never hands a consumer half a message, and drops the event queue
+of a monitor that is gone."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
-from workers.filesystem import Transport
+from workers.filesystem import EVENTS, GONE_AFTER, Transport
 
 N = 400
 
@@ -53,3 +56,28 @@ def test_given_a_producer_and_a_busy_consumer_then_every_message_arrives_whole(
     assert len(received) == N
     assert all(text == payload for text in received)
     assert not list(tmp_path.glob(".*.partial")), "no partial file is left behind"
+
+
+def test_given_an_event_queue_nobody_reads_when_events_are_sent_then_it_is_unbound_and_emptied(
+    tmp_path: Path,
+) -> None:
+    """A monitor killed (Flower) leaves its event queue bound; a live one reads its own."""
+    (tmp_path / "control").mkdir()
+    events = Exchange(EVENTS, type="topic")
+    with connection(tmp_path) as conn:
+        for name in ("celeryev.gone", "celeryev.alive"):
+            Queue(name, events, routing_key="#")(conn.default_channel).declare()
+        conn.Producer().publish({"type": "worker-heartbeat"}, exchange=events,
+                                routing_key="worker.heartbeat")  # fmt: skip
+    long_ago = time.time() - GONE_AFTER - 5
+    for message in tmp_path.glob("*.celeryev.gone.msg"):
+        os.utime(message, (long_ago, long_ago))
+
+    with connection(tmp_path) as conn:  # a new channel checks at its first event
+        conn.Producer().publish({"type": "worker-heartbeat"}, exchange=events,
+                                routing_key="worker.heartbeat")  # fmt: skip
+        table = conn.default_channel.get_table(EVENTS)
+
+    assert [binding.queue for binding in table] == ["celeryev.alive"]
+    assert not list(tmp_path.glob("*.celeryev.gone.msg"))
+    assert len(list(tmp_path.glob("*.celeryev.alive.msg"))) == 2
