@@ -24,11 +24,11 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from agenticore import logs, metrics
+from agenticore import logs, metrics, telemetry
 from agenticore.apikeys import ApiKeyNotFound, KeyStore, Role, exposure_error
 from agenticore.client import ApiError, ApiUnavailable, Client
 from agenticore.config import Settings, get_settings
-from agenticore.errors import InvalidRequest
+from agenticore.errors import ConfigurationError, InvalidRequest
 from agenticore.files import atomic_write, private_dir
 from agenticore.fleet import WorkerRegistry
 from agenticore.jobs import JobStore
@@ -95,6 +95,7 @@ def serve(
     host = host or settings.host
     if reason := exposure_error(settings, host):
         _fail(reason, code=2)
+    _check_tracing()
     uvicorn.run("api.main:app", host=host, port=port or settings.port)
 
 
@@ -107,6 +108,7 @@ def worker(
 ) -> None:
     """Run a Celery worker that executes jobs."""
     settings = get_settings()
+    _check_tracing()
     private_dir(settings.run_dir, home=settings.home)
     metrics.prepare_multiprocess_dir()  # pool processes count into it; the main one serves
     # JSON logs: no banner, the log is JSON lines only
@@ -181,6 +183,7 @@ def up(
     commands = {"api": [*me, "serve", "--port", str(port)], "worker": [*me, "worker"]}
     if reason := exposure_error(settings, settings.host):
         _fail(reason, code=2)
+    _check_tracing()
     backend = (settings.redis_url and "redis") or f"embedded (no Redis) under {settings.home}"
     console.print(f"[bold]Agenticore[/] broker: {backend}")
     console.print(f"API: http://{settings.host}:{port}  (AGENTICORE_API_URL)")
@@ -476,23 +479,32 @@ def profiles(as_json: JsonOption = False, api: ApiOption = None) -> None:
 
 @app.command()
 def status(as_json: JsonOption = False, api: ApiOption = None) -> None:
-    """The fleet at a glance: is the API ready, which workers are there and what they do,
-    the circuit breakers, how many jobs wait at each priority and for how long.
-    Exits 1 if the API is not ready."""
+    """The fleet at a glance: is the API ready (broker, store), which workers are there and
+    what they do, the circuit breakers, how many jobs wait at each priority and for how
+    long (a viewer key). Exits 1 if the API is not ready."""
     client = _client(api)
     ready = _call(client.ready)
-    fleet = _call(client.fleet_status)
+    try:
+        fleet: dict[str, Any] | None = client.fleet_status()
+        unknown = None
+    except (ApiError, ApiUnavailable) as exc:  # readiness still tells the most important part
+        fleet, unknown = None, getattr(exc, "detail", str(exc))
     if as_json:
-        _print_json({"ready": ready, "fleet": fleet})
+        _print_json(ready | (fleet or {"fleet_error": unknown}))
     else:
-        _print_status(client.base_url, ready, fleet)
+        _print_status(client.base_url, ready, fleet, unknown)
     raise typer.Exit(0 if ready["ready"] else 1)
 
 
-def _print_status(base_url: str, ready: dict[str, Any], fleet: dict[str, Any]) -> None:
+def _print_status(
+    base_url: str, ready: dict[str, Any], fleet: dict[str, Any] | None, unknown: str | None
+) -> None:
     verdict = "[green]ready[/]" if ready["ready"] else "[red]not ready[/]"
     console.print(f"API {escape(base_url)}: {verdict} ({escape(ready['backend'])})")
     console.print(f"  broker: {escape(ready['broker'])}\n  store:  {escape(ready['store'])}")
+    if fleet is None:
+        console.print(f"[yellow]Fleet details unavailable[/]: {escape(unknown or '')}")
+        return
     now = datetime.fromisoformat(fleet["checked_at"])
     workers = Table("worker", "state", "jobs", "permits", "last heartbeat", box=None,
                     header_style="bold", title="Workers", title_justify="left")  # fmt: skip
@@ -713,6 +725,13 @@ def _wait_gone(pid: int, timeout: float) -> None:
             return
         time.sleep(0.2)
     _fail(f"worker {pid} did not stop within {timeout:g}s", code=1)
+
+
+def _check_tracing() -> None:
+    try:
+        telemetry.check()
+    except ConfigurationError as exc:
+        _fail(str(exc), code=2)
 
 
 def _has_module(name: str) -> bool:

@@ -78,6 +78,7 @@ class FleetCollector(Collector):
 
     def _jobs(self) -> Iterator[GaugeMetricFamily]:
         index = self.store.index
+        running, dead = index.count(JobStatus.RUNNING), index.count(JobStatus.DEAD)
         yield GaugeMetricFamily(
             "agenticore_oldest_queued_job_age_seconds",
             "Age of the oldest job in status queued (in the broker, deferred or watched); "
@@ -85,14 +86,10 @@ class FleetCollector(Collector):
             value=self._oldest_queued_age(),
         )
         yield GaugeMetricFamily(
-            "agenticore_jobs_in_flight",
-            "Jobs in status running.",
-            value=index.count(JobStatus.RUNNING),
+            "agenticore_jobs_in_flight", "Jobs in status running.", value=running
         )
         yield GaugeMetricFamily(
-            "agenticore_dead_letter_jobs",
-            "Jobs in the dead-letter list (status dead).",
-            value=index.count(JobStatus.DEAD),
+            "agenticore_dead_letter_jobs", "Jobs in the dead-letter list (status dead).", value=dead
         )
 
     def _oldest_queued_age(self) -> float:

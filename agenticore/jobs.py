@@ -119,21 +119,19 @@ class JobStore:
         """The queued job (in the broker, deferred or held back) that has waited longest.
 
         Ids sort by creation, so it is among the first queued ids but for a job handed
-        back to the queue later (``queued_at``): a sample of the first ones is read.
+        back to the queue later (``queued_at``): a sample of the first ones is read. From
+        the index only (scrapes and ``/status`` ask often): ``StoreUnavailable`` while it is
+        not ready, e.g. being rebuilt after Redis lost it.
         """
-        found: list[tuple[str, Job | None]] | None = None
-        if self.index_ready():
-            try:
-                sample = self.index.oldest(JobStatus.QUEUED, _OLDEST_SAMPLE)
-                found = [(job_id, self._read_file(job_id)) for job_id in sample]
-                self._repair(JobStatus.QUEUED, found)
-            except _INDEX_ERRORS as exc:
-                log.warning("reading the index failed (%s); reading the files", exc)
-        queued = (
-            [job for _, job in found if job is not None and _matches(job, JobStatus.QUEUED)]
-            if found is not None
-            else [job for job in self._files() if _matches(job, JobStatus.QUEUED)]
-        )
+        if not self.index_ready():
+            raise StoreUnavailable("the job index is not ready (it is being rebuilt)")
+        try:
+            sample = self.index.oldest(JobStatus.QUEUED, _OLDEST_SAMPLE)
+        except _INDEX_ERRORS as exc:
+            raise StoreUnavailable(f"the job index did not answer: {exc}") from exc
+        found = [(job_id, self._read_file(job_id)) for job_id in sample]
+        self._repair(JobStatus.QUEUED, found)
+        queued = [job for _, job in found if job is not None and _matches(job, JobStatus.QUEUED)]
         return min(queued, key=lambda job: job.waiting_since, default=None)
 
     def all_jobs(self, status: JobStatus) -> Iterator[Job]:

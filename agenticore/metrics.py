@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from agenticore.models import Job, JobStatus
@@ -40,7 +40,6 @@ __all__ = [
     "job_created",
     "multiprocess_dir",
     "prepare_multiprocess_dir",
-    "process_ended",
     "remove_private_dir",
     "serve",
 ]
@@ -174,7 +173,7 @@ def _counting(hook: Callable[..., object], *args: Any) -> None:
     the store write it follows, which has happened already."""
     try:
         hook(*args)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # whatever it is, the job's own write stands
         log.warning("metrics: could not count a job change (%s)", exc)
 
 
@@ -254,13 +253,6 @@ def prepare_multiprocess_dir() -> Path:
         path = Path(tempfile.mkdtemp(prefix=_PRIVATE_PREFIX))
     os.environ[MULTIPROC_ENV] = str(path)
     return path
-
-
-def process_ended(pid: int) -> None:
-    """A pool process ended: its live gauges go (its counts stay in the sum)."""
-    folder = multiprocess_dir()
-    if folder:
-        mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
 
 
 def remove_private_dir() -> None:

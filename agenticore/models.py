@@ -24,6 +24,7 @@ __all__ = [
     "Submitter",
     "can_transition",
     "new_job_id",
+    "pr_fields_after_run",
     "priority_name",
     "utcnow",
     "valid_job_id",
@@ -134,6 +135,18 @@ def new_job_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def pr_fields_after_run(status: JobStatus) -> dict[str, Any]:
+    """The record of a PR step that was to follow a run ending in ``status``: pending for a
+    succeeded run (the step settles it), else settled as skipped, since a run that did not
+    succeed ends its task in FAILURE and a chained step never runs after that."""
+    if status is JobStatus.SUCCEEDED:
+        return {"pr_status": PrStatus.PENDING, "pr_due_at": utcnow()}
+    if not status.terminal:
+        return {}  # another attempt follows
+    return {"pr_status": PrStatus.SKIPPED, "pr_error": f"the run {status.value}",
+            "pr_due_at": None}  # fmt: skip
 
 
 def valid_job_id(job_id: str) -> bool:

@@ -38,7 +38,7 @@ from agenticore.config import Settings
 from agenticore.errors import LockTimeout
 from agenticore.jobs import JobStore
 from agenticore.locks import exclusive
-from agenticore.models import Job, JobStatus, PrStatus, utcnow
+from agenticore.models import Job, JobStatus, PrStatus, pr_fields_after_run, utcnow
 from agenticore.permits import PermitGate, job_scope
 
 __all__ = ["Reconciler", "pr_step_key"]
@@ -141,8 +141,10 @@ class Reconciler:
             if self._leased(current):
                 return False  # its holder took the lease back
             if spent:
+                # an auto_pr job's step is settled here: no task of its run ends to do it
+                settled = pr_fields_after_run(JobStatus.DEAD) if current.auto_pr else {}
                 self.store.update(job.id, status=JobStatus.DEAD, finished_at=utcnow(),
-                                  error=error, held=True)  # fmt: skip
+                                  error=error, held=True, **settled)  # fmt: skip
                 return True
             requeued = self.store.update(job.id, status=JobStatus.QUEUED, agent_pid=None,
                                          error=error, held=True)  # fmt: skip

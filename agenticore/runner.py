@@ -31,7 +31,7 @@ from agenticore.errors import (
 )
 from agenticore.interrupts import Terminated, sigterm_deferred, sigterm_raises
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobStatus, PrStatus, utcnow
+from agenticore.models import Job, JobStatus, pr_fields_after_run, utcnow
 from agenticore.permits import Limit, Permit, job_gate, job_lease
 from agenticore.profiles import Profile, carry_session, load_profile, materialize
 from agenticore.pulls import commit_message
@@ -84,7 +84,7 @@ class JobRunner:
         job = self.store.get(job_id)
         if job.terminal:
             log.info("job %s is already %s; nothing to do", job_id, job.status.value)
-            return job
+            return self._settle_pr_step(job, pr_follows or bool(job.auto_pr))
         worker = worker or self.settings.worker_identity()
         breaker = CircuitBreaker(self.settings, job.agent)
         try:
@@ -103,6 +103,14 @@ class JobRunner:
             return self._run_permitted(
                 job, worker, breaker, pr_follows or bool(job.auto_pr), delivery
             )
+
+    def _settle_pr_step(self, job: Job, pr_follows: bool) -> Job:
+        """A job that ended without this delivery running it (dead-lettered by the
+        reconciler, cancelled) while a PR step was to follow: the step is settled as
+        skipped, as a run ending here would have (a chained step never runs after it)."""
+        if not pr_follows or job.pr_status is not None or job.status is JobStatus.SUCCEEDED:
+            return job
+        return self.store.update(job.id, **pr_fields_after_run(job.status))
 
     def _take_back(self, job_id: str, delivery: _Delivery, permit: Permit) -> bool | None:
         """A lapsed lease is taken back only while the job is still this delivery's
@@ -129,7 +137,7 @@ class JobRunner:
                 status=JobStatus.DEAD,
                 finished_at=utcnow(),
                 error=f"worker_lost: the worker running attempt {job.attempts} disappeared",
-                **(_pr_fields(JobStatus.DEAD) if pr_follows else {}),
+                **(pr_fields_after_run(JobStatus.DEAD) if pr_follows else {}),
             )
         try:
             job = self._start(job, worker)
@@ -435,7 +443,7 @@ class JobRunner:
         if outcome.session_id:
             fields["session_id"] = outcome.session_id
         if pr_pending:
-            fields |= _pr_fields(status)
+            fields |= pr_fields_after_run(status)
         try:
             job = self._record(job_id, status=status, attempt=job.attempts, **fields)
         except StaleAttempt:
@@ -447,7 +455,7 @@ class JobRunner:
             fields.pop("pr_due_at", None)
             fields.pop("pr_error", None)
             if pr_pending:
-                fields |= _pr_fields(JobStatus.CANCELLED)
+                fields |= pr_fields_after_run(JobStatus.CANCELLED)
             job = self._record(job_id, attempt=job.attempts, **fields)
         log.info("job %s ended %s %s", job_id, job.status.value, job.error or "")
         return job
@@ -540,18 +548,6 @@ def _count_in(breaker: CircuitBreaker, outcome: AgentOutcome, job_id: str) -> No
             breaker.record_success()
     except _BREAKER_UNAVAILABLE as exc:
         log.warning("job %s: circuit breaker not updated (%s)", job_id, exc)
-
-
-def _pr_fields(status: JobStatus) -> dict[str, Any]:
-    """The PR step a run was to be followed by: pending for a succeeded run (the step
-    settles it), else settled here as skipped, since a run that did not succeed ends its
-    task in FAILURE and a chained step never runs after that."""
-    if status is JobStatus.SUCCEEDED:
-        return {"pr_status": PrStatus.PENDING, "pr_due_at": utcnow()}
-    if not status.terminal:
-        return {}  # another attempt follows
-    return {"pr_status": PrStatus.SKIPPED, "pr_error": f"the run {status.value}",
-            "pr_due_at": None}  # fmt: skip
 
 
 def _failure(exc: AgenticoreError) -> AgentOutcome:

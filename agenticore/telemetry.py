@@ -39,8 +39,10 @@ __all__ = [
     "attached",
     "build_provider",
     "carrier",
+    "check",
     "configure",
     "enabled",
+    "flush",
     "install",
     "provider",
     "record_outcome",
@@ -53,7 +55,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _SCOPE = "agenticore"
-_HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+# every signal's headers: a profile may turn on the agent's metrics and logs exporters too
+_HEADER_VARIABLES = tuple(
+    f"OTEL_EXPORTER_OTLP{signal}_HEADERS" for signal in ("", "_TRACES", "_METRICS", "_LOGS")
+)
 
 
 class _State:
@@ -119,6 +124,14 @@ def build_provider(service_name: str, environ: Mapping[str, str]) -> TracerProvi
     return tracer_provider
 
 
+def check(environ: Mapping[str, str] = os.environ) -> None:
+    """Raises ``ConfigurationError`` if the variables ask for an exporter or protocol this
+    install cannot do: ``agenticore serve`` and ``worker`` refuse to start, rather than
+    run untraced."""
+    for name in tracing_configured(environ):
+        _exporter(name, environ)
+
+
 def install(tracer_provider: TracerProvider | None) -> None:
     """Sends our spans to ``tracer_provider`` (``configure`` does; tests pass an in-memory
     one); None turns tracing off again."""
@@ -130,6 +143,13 @@ def shutdown() -> None:
     """Exports what is buffered, then stops (a process that ends calls it)."""
     if _state.provider is not None:
         _state.provider.shutdown()
+
+
+def flush(timeout_seconds: float = 2.0) -> None:
+    """Exports what is buffered, waiting at most ``timeout_seconds`` (a process about to be
+    ended by a signal must not hang on a collector that does not answer)."""
+    if _state.provider is not None:
+        _state.provider.force_flush(timeout_millis=int(timeout_seconds * 1000))
 
 
 def span(

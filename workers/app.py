@@ -174,10 +174,16 @@ def _end_if_orphaned(**_: Any) -> None:
 
 
 @task_revoked.connect
-def _kill_revoked_agent(request: Any = None, terminated: bool = False, **_: Any) -> None:
+def _kill_revoked_agent(
+    request: Any = None, terminated: bool = False, signum: Any = None, **_: Any
+) -> None:
     """Backstop in the main worker process: the agent runs in its own process group, which
-    terminating the pool process does not reach (and SIGKILL of it would orphan)."""
-    if not terminated or request is None:
+    terminating the pool process does not reach (and SIGKILL of it would orphan).
+
+    Only for a revoke that signalled the pool process (``signum`` is the signal's number): a
+    run that ended cancelled by itself (``run_job`` raised Celery's ``Terminated`` with the
+    job's error) has no agent left, and its record's pid may be another host's."""
+    if not terminated or request is None or not isinstance(signum, int):
         return
     job = JobStore(get_settings()).find(str(request.id))
     if job is not None and job.agent_pid:
@@ -195,21 +201,26 @@ def _start_fleet_duties(sender: Any = None, **_: Any) -> None:
     if warning:
         log.warning("%s", warning)
     WorkerRegistry(settings).set_state(sender.hostname, "online")  # a restart undrains
-    _serve_metrics(settings, sender.hostname)
     threading.Thread(
         target=_fleet_duties,
         args=(sender.app, sender.hostname, _duties_stop),
         name="fleet-duties",
         daemon=True,
     ).start()
+    try:
+        _serve_metrics(settings, sender.hostname)
+    except Exception:  # metrics never stop a worker (a Redis blip recording the address)
+        log.exception("metrics: this worker's metrics address was not recorded")
 
 
 @worker_shutdown.connect
 def _stop_fleet_duties(sender: Any = None, **_: Any) -> None:
     _duties_stop.set()
-    if sender is not None:
-        WorkerRegistry(get_settings()).set_state(sender.hostname, "offline")
-    metrics.remove_private_dir()
+    try:
+        if sender is not None:
+            WorkerRegistry(get_settings()).set_state(sender.hostname, "offline")
+    finally:
+        metrics.remove_private_dir()
 
 
 def _serve_metrics(settings: Settings, name: str) -> None:
@@ -223,11 +234,6 @@ def _serve_metrics(settings: Settings, name: str) -> None:
         host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{bound[1]}/metrics"
         WorkerRegistry(settings).set_metrics_url(name, url)
-
-
-@worker_process_shutdown.connect
-def _pool_process_ended(pid: int | None = None, **_: Any) -> None:
-    metrics.process_ended(pid or os.getpid())
 
 
 def _fleet_duties(celery: Celery, name: str, stop: threading.Event) -> None:

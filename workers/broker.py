@@ -22,6 +22,8 @@ _PRIORITY_STEPS = (0, 3, 6, 9)
 
 def queue_depth(celery: Celery) -> int:
     """Messages waiting in the job queue (running and held ones are not in it)."""
+    if _is_filesystem(celery):  # by name alone: admission asks on every submission
+        return sum(1 for _ in _message_files(celery))
     return sum(queue_depths(celery).values())
 
 
@@ -48,7 +50,9 @@ def _is_filesystem(celery: Celery) -> bool:
 
 def _redis(celery: Celery) -> redis.Redis:
     # a plain client: kombu's own prefixes some commands and not others (LRANGE, HVALS)
-    return redis.Redis.from_url(celery.conf.broker_url, socket_timeout=10)
+    # bounded: /status, /metrics and admission must answer while Redis is unreachable
+    return redis.Redis.from_url(celery.conf.broker_url, socket_timeout=10,
+                                socket_connect_timeout=3)  # fmt: skip
 
 
 def _prefix(celery: Celery) -> str:

@@ -14,10 +14,11 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.exceptions import Terminated as Revoked
 from pydantic import ValidationError
 
+from agenticore import telemetry
 from agenticore.config import get_settings
 from agenticore.errors import (
     InvalidRequest,
@@ -132,6 +133,10 @@ def _end_as(job: Job) -> None:
     main process announce the task revoked (``task-revoked``, the result marked so)."""
     if job.status is JobStatus.CANCELLED:
         raise Revoked(job.error or "cancelled")
+    if not job.terminal:
+        # a delivery whose attempt was handed on: the job runs elsewhere, under the same
+        # task id, so this one leaves the task's state to that run
+        raise Ignore()
     if job.status is not JobStatus.SUCCEEDED:
         raise JobFailed(job.error or job.status.value, job_id=job.id)
 
@@ -186,5 +191,6 @@ def _die_as_signalled() -> None:
     process that survives it is no longer supervised by the pool, so its next job would be
     lost silently if it died.
     """
+    telemetry.flush()  # the spans of the run just unwound, the ones worth reading
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -12,7 +12,9 @@ from agenticore.agents import BACKENDS
 from agenticore.apikeys import Role
 from agenticore.breaker import CircuitBreaker
 from agenticore.config import Settings
+from agenticore.errors import StoreUnavailable
 from agenticore.fleet import WorkerRecord, WorkerRegistry
+from agenticore.jobs import JobStore
 from agenticore.models import Job, JobStatus, utcnow
 from agenticore.permits import PermitGate
 from api.deps import DispatcherDep, SettingsDep, StoreDep, require
@@ -37,7 +39,7 @@ async def fleet_status(
     workers, depths, oldest = await asyncio.gather(
         asyncio.to_thread(dispatcher.workers),
         asyncio.to_thread(dispatcher.queue_depths),
-        asyncio.to_thread(store.longest_queued),
+        asyncio.to_thread(_longest_queued, store),
     )
     gate = PermitGate(settings)
     checked_at = utcnow()
@@ -75,6 +77,13 @@ async def fleet_status(
         oldest_queued_job=_oldest(oldest, now),
         running=gate.in_use("fleet"),
     )
+
+
+def _longest_queued(store: JobStore) -> Job | None:
+    try:
+        return store.longest_queued()
+    except StoreUnavailable:  # the index is being rebuilt: the rest of the status stands
+        return None
 
 
 def _oldest(job: Job | None, now: float) -> OldestQueuedJob | None:

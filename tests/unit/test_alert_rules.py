@@ -30,8 +30,10 @@ def load(name: str) -> Any:
 
 def exported_series(settings: Settings) -> set[str]:
     """Every series name the API and the workers expose (counters as ``..._total``)."""
+    store = JobStore(settings)
+    store.rebuild_index()  # as the reconciler does first: job gauges need a ready index
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(settings, JobStore(settings), lambda: {"normal": 0}))
+    registry.register(FleetCollector(settings, store, lambda: {"normal": 0}))
     text = metrics.exposition().decode() + generate_latest(registry).decode()
     families = list(text_string_to_metric_families(text))
     names = {family.name for family in families}

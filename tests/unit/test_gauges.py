@@ -31,6 +31,13 @@ def scrape(collector: FleetCollector) -> Samples:
     }
 
 
+def indexed_store(settings: Settings) -> JobStore:
+    """A store whose index is ready, as the reconciler leaves it on its first pass."""
+    store = JobStore(settings)
+    store.rebuild_index()
+    return store
+
+
 def depths() -> dict[str, int]:
     return {"interactive": 0, "normal": 3, "batch": 1}
 
@@ -38,7 +45,7 @@ def depths() -> dict[str, int]:
 def test_given_an_empty_fleet_when_scraped_then_every_gauge_is_there_at_zero(
     settings: Settings,
 ) -> None:
-    samples = scrape(FleetCollector(settings, JobStore(settings), depths))
+    samples = scrape(FleetCollector(settings, indexed_store(settings), depths))
 
     assert samples[("agenticore_oldest_queued_job_age_seconds", ())] == 0
     assert samples[("agenticore_jobs_in_flight", ())] == 0
@@ -52,7 +59,7 @@ def test_given_an_empty_fleet_when_scraped_then_every_gauge_is_there_at_zero(
 def test_given_jobs_permits_a_breaker_and_a_worker_when_scraped_then_the_gauges_show_them(
     settings: Settings,
 ) -> None:
-    store = JobStore(settings)
+    store = indexed_store(settings)
     old = Job.from_spec(JobSpec(task="old")).model_copy(
         update={"created_at": utcnow() - timedelta(minutes=30)}
     )
@@ -83,7 +90,7 @@ def test_given_jobs_permits_a_breaker_and_a_worker_when_scraped_then_the_gauges_
 def test_given_a_retried_dead_job_when_scraped_then_its_age_counts_from_the_retry(
     settings: Settings,
 ) -> None:
-    store = JobStore(settings)
+    store = indexed_store(settings)
     job = Job.from_spec(JobSpec(task="x")).model_copy(
         update={"created_at": utcnow() - timedelta(days=2)}
     )
@@ -95,6 +102,19 @@ def test_given_a_retried_dead_job_when_scraped_then_its_age_counts_from_the_retr
 
     samples = scrape(FleetCollector(settings, store, depths))
     assert samples[("agenticore_oldest_queued_job_age_seconds", ())] < 60
+
+
+def test_given_an_index_not_yet_rebuilt_when_scraped_then_the_job_gauges_are_left_out(
+    settings: Settings,
+) -> None:
+    store = indexed_store(settings)
+    store.create(Job.from_spec(JobSpec(task="waits")))
+    (settings.jobs_dir / "index.dirty").touch()  # a failed index write: rebuilt before use
+
+    samples = scrape(FleetCollector(settings, store, depths))
+
+    assert ("agenticore_oldest_queued_job_age_seconds", ()) not in samples, "no guess"
+    assert samples[("agenticore_queue_depth", (("priority", "normal"),))] == 3
 
 
 def test_given_redis_down_when_scraped_then_the_scrape_answers_without_the_store_gauges(

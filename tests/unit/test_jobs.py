@@ -12,7 +12,13 @@ import pytest
 
 from agenticore.config import Settings
 from agenticore.connections import redis_client
-from agenticore.errors import InvalidTransition, JobNotFound, StaleAttempt, StorageFull
+from agenticore.errors import (
+    InvalidTransition,
+    JobNotFound,
+    StaleAttempt,
+    StorageFull,
+    StoreUnavailable,
+)
 from agenticore.jobs import JobStore, idempotency_digest
 from agenticore.keys import KeySchema
 from agenticore.models import Job, JobSpec, JobStatus, PrStatus
@@ -97,7 +103,7 @@ def test_given_many_jobs_when_listed_then_pages_are_newest_first_and_filterable(
     assert [j.id for j in queued] == ids[1::2][::-1]
 
 
-def test_given_queued_and_running_jobs_then_the_longest_waiting_one_is_found_index_or_not(
+def test_given_queued_and_running_jobs_then_the_index_finds_the_longest_waiting_one(
     settings: Settings,
 ) -> None:
     store = JobStore(settings)
@@ -106,12 +112,13 @@ def test_given_queued_and_running_jobs_then_the_longest_waiting_one_is_found_ind
     store.update(first, status=JobStatus.RUNNING)
 
     indexed = store.longest_queued()
-    (settings.jobs_dir / "index.dirty").touch()  # the index is not trusted: files are read
-    from_files = store.longest_queued()
+    (settings.jobs_dir / "index.dirty").touch()  # the index is not trusted until rebuilt
+    with pytest.raises(StoreUnavailable, match="not ready"):
+        store.longest_queued()
+    store.rebuild_index()
 
-    assert store.index_ready() is False
     assert indexed is not None and indexed.id == second
-    assert from_files is not None and from_files.id == second
+    assert store.longest_queued() == indexed
 
 
 def test_given_concurrent_updates_then_none_is_lost(settings: Settings) -> None:

@@ -241,6 +241,24 @@ def test_given_a_failed_auto_pr_run_when_it_ends_then_its_pr_step_is_settled_ski
     assert forge.requests == []
 
 
+def test_given_a_chained_job_that_ended_elsewhere_when_delivered_then_its_step_is_skipped(
+    embedded: Settings,
+) -> None:
+    """Dead-lettered by the reconciler, or cancelled, before this delivery: the chained
+    step never runs after the task's FAILURE, so the delivery settles it."""
+    store = JobStore(embedded)
+    job = store.create(job_from_spec(embedded, JobSpec(task="x")))
+    store.update(job.id, status=JobStatus.RUNNING, attempts=2)
+    store.update(job.id, status=JobStatus.DEAD, error="lease_expired: attempt 2 lost")
+
+    unchained = JobRunner(embedded).run(job.id)
+    chained = JobRunner(embedded).run(job.id, pr_follows=True)
+
+    assert unchained.pr_status is None, "no step was to follow"
+    assert chained.status is JobStatus.DEAD and chained.pr_status is PrStatus.SKIPPED
+    assert chained.pr_error == "the run dead"
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "least_wait"),
     [(401, {}, 0.0), (502, {}, 0.0), (429, {"Retry-After": "7"}, 7.0),

@@ -42,9 +42,12 @@ class Sent(list[str]):
         self.store.mark_sent(job.id)
 
 
-def running_job(settings: Settings, attempts: int = 1, age: float = 5) -> Job:
+def running_job(
+    settings: Settings, attempts: int = 1, age: float = 5, auto_pr: bool = False
+) -> Job:
     store = JobStore(settings)
-    job = store.create(Job.from_spec(JobSpec(task="x")))
+    repo = {"repo_url": "https://github.com/acme/widgets", "auto_pr": True} if auto_pr else {}
+    job = store.create(Job.from_spec(JobSpec(task="x", **repo)))
     started = utcnow() - timedelta(seconds=age)
     store.mark_sent(job.id)
     return store.update(job.id, status=JobStatus.RUNNING, attempts=attempts, started_at=started)
@@ -109,11 +112,16 @@ def test_given_a_lost_job_out_of_attempts_then_it_is_dead_lettered(
 ) -> None:
     sent = Sent(lease_settings)
     job = running_job(lease_settings, attempts=2)
+    with_pr = running_job(lease_settings, attempts=2, auto_pr=True)
 
     passes_a_lease_apart(Reconciler(lease_settings, sent))
 
     assert sent == []
     assert JobStore(lease_settings).get(job.id).status is JobStatus.DEAD
+    assert JobStore(lease_settings).get(job.id).pr_status is None, "no PR step was to follow"
+    dead_with_pr = JobStore(lease_settings).get(with_pr.id)
+    assert dead_with_pr.status is JobStatus.DEAD
+    assert dead_with_pr.pr_status is PrStatus.SKIPPED, "no run's task ends to settle its step"
 
 
 def test_given_another_leader_then_this_pass_does_nothing(lease_settings: Settings) -> None:
