@@ -8,15 +8,12 @@ userinfo, the profile).
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-from celery import Task
 
 from agenticore.models import Job
 from agenticore.redaction import redact_text
 
-__all__ = ["JobTask", "describe", "job_summary"]
+__all__ = ["argument_summary", "describe", "job_summary"]
 
 _SUMMARY_CHARS = 60
 
@@ -45,7 +42,7 @@ def job_summary(job: Job) -> str:
     return describe(job_id=job.id, task=job.task, repo_url=job.repo_url, profile=job.profile)
 
 
-def _value_repr(value: object) -> str:
+def argument_summary(value: object) -> str:
     """One argument of our tasks: a job id, or a job spec (``run_job.delay(spec)``)."""
     if isinstance(value, str):
         return describe(job_id=value)
@@ -67,16 +64,3 @@ def _plain_url(url: str) -> str:
     if parts.scheme and "@" in parts.netloc:
         parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])  # no userinfo at all
     return redact_text(urlunsplit(parts))
-
-
-class JobTask(Task):
-    """Our tasks' base: however they are sent (``delay``, a chain, a retry), the message
-    carries a summary of its arguments as ``argsrepr``/``kwargsrepr``, not the raw spec."""
-
-    def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
-        if options.get("argsrepr") is None:
-            options["argsrepr"] = f"({', '.join(_value_repr(a) for a in args or ())})"
-        if options.get("kwargsrepr") is None:
-            pairs = (f"{k!r}: {_value_repr(v)}" for k, v in (kwargs or {}).items())
-            options["kwargsrepr"] = "{" + ", ".join(pairs) + "}"
-        return super().apply_async(args, kwargs, *rest, **options)

@@ -29,13 +29,13 @@ from agenticore.errors import (
 )
 from agenticore.interrupts import Terminated, sigterm_raises
 from agenticore.jobs import JobStore
-from agenticore.models import Job, JobSpec, JobStatus, PrStatus, valid_job_id
+from agenticore.models import Job, JobSpec, JobStatus, PrStatus, new_job_id, valid_job_id
 from agenticore.profiles import job_from_spec
 from agenticore.pulls import PullRequestStep
 from agenticore.retries import backoff_seconds, jittered
 from agenticore.runner import JobRunner
 from workers.app import OPEN_PULL_REQUEST, RUN_JOB, app, enqueue, send_pr_step
-from workers.summaries import JobTask
+from workers.summaries import argument_summary
 
 __all__ = ["open_pull_request", "run_job"]
 
@@ -52,6 +52,27 @@ def _runner() -> JobRunner:
 def _pull_requests() -> PullRequestStep:
     settings = get_settings()
     return PullRequestStep(settings, JobStore(settings))
+
+
+class JobTask(Task):
+    """Our tasks' base, however they are sent (``delay``, ``apply_async``, a retry):
+
+    * the message carries a summary of its arguments as ``argsrepr``/``kwargsrepr``
+      (Flower, task events, worker logs), never the raw spec;
+    * ``run_job(spec)`` without a task id gets a time-ordered one (``new_job_id``): the task
+      id becomes the job id, and listings and the oldest-queued gauge rely on ids sorting by
+      creation. (A chain freezes its ids before this runs; they stay as Celery made them.)
+    """
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        if options.get("argsrepr") is None:
+            options["argsrepr"] = f"({', '.join(argument_summary(a) for a in args or ())})"
+        if options.get("kwargsrepr") is None:
+            pairs = (f"{k!r}: {argument_summary(v)}" for k, v in (kwargs or {}).items())
+            options["kwargsrepr"] = "{" + ", ".join(pairs) + "}"
+        if options.get("task_id") is None and args and isinstance(args[0], dict):
+            options["task_id"] = new_job_id()
+        return super().apply_async(args, kwargs, *rest, **options)
 
 
 # max_retries=None: deferrals are unbounded; attempts are counted by the runner instead.

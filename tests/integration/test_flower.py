@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -144,8 +145,12 @@ def test_given_a_spec_sent_with_delay_when_flower_shows_it_then_its_args_are_a_s
         env=fleet.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
 
-    shown = flower.task(out.stdout.strip(), "SUCCESS")
+    job_id = out.stdout.strip()
+    shown = flower.task(job_id, "SUCCESS")
 
     assert shown["args"] == "(task='@fake result sent with ***' profile='default')"
+    assert uuid.UUID(job_id).version == 7, "a time-ordered id: listings sort by it"
+    newest = fleet.http.get("/jobs", params={"limit": 1}).json()["data"][0]["id"]
+    assert newest == job_id
     assert shown["kwargs"] == "{}"
     assert FAKE_TOKEN not in flower.http.get("/api/tasks").text
