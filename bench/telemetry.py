@@ -37,20 +37,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from agenticore import telemetry
 from agenticore.apikeys import KeyStore, Role
@@ -67,6 +61,7 @@ from bench.pipeline import (
     redis_server,
     wait_for,
 )
+from tests.fake_collector import FakeCollector
 
 SUBMITTERS = 4
 METRICS = [
@@ -76,42 +71,6 @@ METRICS = [
     ("sync_job_ms_p50", "sync job p50 ms"),
     ("sync_job_ms_p99", "sync job p99 ms"),
 ]
-
-
-class SpanSink:
-    """An OTLP/HTTP collector that only counts: the exporter's full work, nothing kept."""
-
-    def __init__(self) -> None:
-        self.spans = 0
-        self.requests = 0
-        self._lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-                count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-                with sink._lock:
-                    sink.spans += count
-                    sink.requests += 1
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class Stack:
@@ -272,12 +231,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     helpers = helper_cost()
     print(f"our tracing calls per job: {helpers['helpers_us_per_job_off']} µs off, "
           f"{helpers['helpers_us_per_job_on']} µs on", flush=True)  # fmt: skip
-    sink = SpanSink()
-    on = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
-        "OTEL_SERVICE_NAME": "agenticore-bench",
-    }
+    with FakeCollector(keep_spans=False) as sink:  # counts what it receives, keeps nothing
+        on = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+            "OTEL_SERVICE_NAME": "agenticore-bench",
+        }
+        rounds, failed = _rounds(args, on)
+    summary = _summary(rounds, args) | helpers
+    return summary | {"failed_jobs": failed, "spans_exported": sink.count}
+
+
+def _rounds(args: argparse.Namespace, on: dict[str, str]) -> tuple[dict[str, Any], int]:
     outer = Services()
     scratch = Path(tempfile.mkdtemp(prefix="agenticore-bench-otel-"))
     modes: list[tuple[str, dict[str, str], Path]] = [("off", {}, REPO_ROOT), ("on", on, REPO_ROOT)]
@@ -297,9 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         outer.stop_all()
         shutil.rmtree(scratch, ignore_errors=True)
-        sink.close()
-    summary = _summary(rounds, args) | helpers
-    return summary | {"failed_jobs": failed, "spans_exported": sink.spans}
+    return rounds, failed
 
 
 def _checkout(revision: str, into: Path) -> Path:

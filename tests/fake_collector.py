@@ -47,10 +47,13 @@ class ExportedSpan:
 
 
 class FakeCollector:
-    """Serves ``POST /v1/traces`` (protobuf) on a free port; ``spans`` is what came in."""
+    """Serves ``POST /v1/traces`` (protobuf) on a free port; ``spans`` is what came in
+    (unless ``keep_spans`` is off: a benchmark's sink only counts them, in ``count``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_spans: bool = True) -> None:
         self.spans: list[ExportedSpan] = []
+        self.count = 0
+        self.keep_spans = keep_spans
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -64,6 +67,11 @@ class FakeCollector:
         self._server.server_close()
 
     def received(self, request: ExportTraceServiceRequest) -> None:
+        count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        if not self.keep_spans:
+            with self._lock:
+                self.count += count
+            return
         spans = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -79,6 +87,7 @@ class FakeCollector:
                     ))  # fmt: skip
         with self._lock:
             self.spans.extend(spans)
+            self.count += count
 
     def named(self, name: str) -> list[ExportedSpan]:
         with self._lock:

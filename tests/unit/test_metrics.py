@@ -23,15 +23,13 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_given_a_job_when_it_runs_to_success_then_each_job_metric_moves_once(
-    settings: Settings,
-) -> None:
-    store = JobStore(settings)
-    finished = ("agenticore_jobs_finished_total", {"status": "succeeded", "profile": "metrics",
-                "agent": "claude"})  # fmt: skip
-    before = {
+def job_metrics() -> dict[str, float]:
+    """The job metrics one succeeded job (profile "metrics", batch) moves, read now."""
+    return {
         "submitted": value("agenticore_jobs_submitted_total", profile="metrics", priority="batch"),
-        "finished": value(finished[0], **finished[1]),
+        "finished": value(
+            "agenticore_jobs_finished_total", status="succeeded", profile="metrics", agent="claude"
+        ),
         "waits": value("agenticore_job_queue_wait_seconds_count"),
         "durations": value("agenticore_job_duration_seconds_count"),
         "duration_sum": value("agenticore_job_duration_seconds_sum"),
@@ -40,6 +38,13 @@ def test_given_a_job_when_it_runs_to_success_then_each_job_metric_moves_once(
         "cache_read": value("agenticore_agent_tokens_total", kind="cache_read"),
         "opened": value("agenticore_pr_steps_total", status="opened"),
     }
+
+
+def test_given_a_job_when_it_runs_to_success_then_each_job_metric_moves_once(
+    settings: Settings,
+) -> None:
+    store = JobStore(settings)
+    before = job_metrics()
 
     job = store.create(Job.from_spec(JobSpec(task="x", profile="metrics", priority="batch")))
     store.create(job)  # the same id again: stored once, counted once
@@ -50,17 +55,7 @@ def test_given_a_job_when_it_runs_to_success_then_each_job_metric_moves_once(
     store.update(job.id, pr_status=PrStatus.OPENED)
     store.update(job.id, pr_url="https://example/pr/1")  # no change of pr_status: not again
 
-    moved = {
-        "submitted": value("agenticore_jobs_submitted_total", profile="metrics", priority="batch"),
-        "finished": value(finished[0], **finished[1]),
-        "waits": value("agenticore_job_queue_wait_seconds_count"),
-        "durations": value("agenticore_job_duration_seconds_count"),
-        "duration_sum": value("agenticore_job_duration_seconds_sum"),
-        "cost": value("agenticore_agent_cost_usd_total"),
-        "input": value("agenticore_agent_tokens_total", kind="input"),
-        "cache_read": value("agenticore_agent_tokens_total", kind="cache_read"),
-        "opened": value("agenticore_pr_steps_total", status="opened"),
-    }
+    moved = job_metrics()
     delta = {name: round(moved[name] - before[name], 6) for name in before}
     assert delta == {
         "submitted": 1, "finished": 1, "waits": 1, "durations": 1, "duration_sum": 42,
