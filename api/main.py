@@ -26,7 +26,7 @@ from api.auth import Authenticate
 from api.deps import AppState
 from api.dispatch import Dispatcher
 from api.limits import BodyLimit
-from api.routes import health, jobs, keys, metrics, profiles, status
+from api.routes import health, jobs, keys, metrics, profiles, scaling, status
 from api.schemas import ERROR_RESPONSES
 from workers.tracing import start_tracing
 
@@ -69,13 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(status.router)
     app.include_router(keys.router)
     app.include_router(metrics.router)
+    app.include_router(scaling.router)
     app.add_exception_handler(AgenticoreError, _agenticore_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     if start_tracing("agenticore-api"):  # POST /jobs starts each job's trace
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=telemetry.provider(), excluded_urls="healthz,readyz,metrics",
+            app, tracer_provider=telemetry.provider(),
+            excluded_urls="healthz,readyz,metrics,scaling",
             exclude_spans=["receive", "send"],
         )  # fmt: skip
     return app

@@ -146,6 +146,17 @@ class FleetStatus(BaseModel):
     running: int
 
 
+class ScalingPublic(BaseModel):
+    waiting: int = Field(description="messages in the broker, every priority list")
+    waiting_by_priority: dict[str, int]
+    running: int
+    held: int = Field(description="queued jobs in no list: deferred, held by a limit, unsent")
+    in_flight: int = Field(description="running + held")
+    demand: int = Field(description="waiting + in_flight: scale on this")
+    jobs_per_worker: int
+    desired_workers: int = Field(description="ceil(demand / jobs_per_worker)")
+
+
 class ApiKeyCreate(BaseModel):
     model_config = {"extra": "forbid"}
 
