@@ -10,14 +10,11 @@ from pathlib import Path
 
 import redis
 from celery import Celery
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from agenticore.models import CELERY_PRIORITY, priority_name
 
 __all__ = ["queue_depth", "queue_depths"]
-
-# Redis keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...; each step
-# holds the Celery priorities from it up to the next one
-_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 def queue_depth(celery: Celery) -> int:
@@ -37,9 +34,11 @@ def queue_depths(celery: Celery) -> dict[str, int]:
     queue = f"{_prefix(celery)}{celery.conf.task_default_queue}"
     with _redis(celery) as client:
         pipe = client.pipeline(transaction=False)
-        for step in _PRIORITY_STEPS:
-            pipe.llen(f"{queue}\x06\x16{step}" if step else queue)
-        for step, count in zip(_PRIORITY_STEPS, pipe.execute(), strict=True):
+        # kombu keeps one list per priority step: "<queue>", "<queue><sep>3", ...; each holds
+        # the Celery priorities from its step up to the next one
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{queue}{Channel.sep}{step}" if step else queue)
+        for step, count in zip(PRIORITY_STEPS, pipe.execute(), strict=True):
             depths[priority_name(step)] += int(count)
     return dict(depths)
 
